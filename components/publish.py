@@ -1,0 +1,92 @@
+"""Publishing a SavedModel into a TF Serving base path, atomically.
+
+TF Serving treats every integer-named subdirectory of a model's base path as a
+version and loads it as soon as it appears, without checking that it is
+complete. So a version is written and fsynced under a hidden, non-numeric name
+in the same directory and then renamed to its integer name: an integer
+directory is always complete. Versions only grow. Plain functions over a local
+filesystem; the TFX executor that calls them is ``components/pusher.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+TEMP_PREFIX = ".incoming-"
+
+
+def list_versions(base_dir: str | os.PathLike) -> list[int]:
+    """Integer versions present under ``base_dir``, ascending."""
+    base = Path(base_dir)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(base_dir: str | os.PathLike, now: float | None = None) -> int:
+    """A Unix-timestamp version (TFX's convention), bumped past any existing one."""
+    stamp = int(time.time() if now is None else now)
+    existing = list_versions(base_dir)
+    return max(stamp, existing[-1] + 1) if existing else stamp
+
+
+def remove_stale_temporaries(base_dir: str | os.PathLike) -> list[str]:
+    """Delete half-written versions left by a killed push; returns their names."""
+    base = Path(base_dir)
+    removed = []
+    if base.is_dir():
+        for entry in base.iterdir():
+            if entry.name.startswith(TEMP_PREFIX):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_saved_model(
+    model_dir: str | os.PathLike, base_dir: str | os.PathLike, now: float | None = None
+) -> tuple[int, str]:
+    """Copy the SavedModel in ``model_dir`` to ``base_dir/<next version>`` atomically.
+
+    Returns (version, path). Raises FileNotFoundError when ``model_dir`` holds no
+    ``saved_model.pb``, before anything is written.
+    """
+    source = Path(model_dir)
+    if not (source / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{source}: no saved_model.pb, not a SavedModel; nothing pushed")
+    if "://" in str(base_dir):
+        raise NotImplementedError(
+            f"{base_dir}: atomic publishing needs a local or mounted filesystem (rename)"
+        )
+    base = Path(base_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    for name in remove_stale_temporaries(base):
+        logging.warning("removed half-written version %s left by an earlier push", name)
+    version = next_version(base, now)
+    staging = base / f"{TEMP_PREFIX}{version}-{os.getpid()}"
+    shutil.copytree(source, staging)
+    _fsync_tree(staging)
+    final = base / str(version)
+    os.rename(staging, final)
+    _fsync_dir(base)
+    logging.info("published %s as version %d at %s", source, version, final)
+    return version, str(final)

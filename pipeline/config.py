@@ -1,0 +1,80 @@
+"""Run settings for the local runner and the CLI: where everything goes, per
+dataset defaults, and the fingerprint of the user code. Paths only; the
+pipeline's shape is ``pipeline/pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trainer
+
+# Blessing floor on overall eval accuracy, per dataset (the Evaluator's threshold).
+DEFAULT_MIN_ACCURACY = {"mnist": 0.98, "fashion_mnist": 0.88}
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one local run needs; defaults put it all under ``output_root``."""
+
+    dataset: str
+    output_root: Path = Path("tfx_output")
+    data_dir: Path = Path("data")
+    source: str = "auto"
+    pipeline_name: str | None = None
+    serving_root: Path | None = None
+    model_name: str | None = None
+    metadata_path: Path | None = None
+    min_accuracy: float | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    enable_cache: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.pipeline_name or f"{self.dataset}_cnn"
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return self.output_root / self.name
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.pipeline_dir / "artifacts"
+
+    @property
+    def metadata(self) -> Path:
+        return self.metadata_path or self.pipeline_dir / "metadata.sqlite"
+
+    @property
+    def serving_model_dir(self) -> Path:
+        root = self.serving_root or self.output_root / "serving"
+        return root / (self.model_name or self.dataset)
+
+    @property
+    def tfrecord_dir(self) -> Path:
+        return self.data_dir / "tfrecords" / self.dataset
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw" / self.dataset
+
+    @property
+    def accuracy_floor(self) -> float:
+        if self.min_accuracy is not None:
+            return self.min_accuracy
+        return DEFAULT_MIN_ACCURACY.get(self.dataset, 0.9)
+
+
+def code_fingerprint() -> str:
+    """sha256 over the user code (``trainer/*.py``) that components load by module path."""
+    digest = hashlib.sha256()
+    package_dir = Path(trainer.__file__).parent
+    for path in sorted(package_dir.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,59 @@
+"""Local runner: the pipeline on ``LocalDagRunner`` with SQLite ML Metadata and the
+Beam DirectRunner, every path taken from a ``RunConfig``. It chooses paths and
+the orchestrator and calls ``create_pipeline``; nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tfx import v1 as tfx
+
+from components.convert import convert_dataset
+from components.datasets import get_dataset
+from components.fetch import fetch_dataset
+from pipeline.config import RunConfig, code_fingerprint
+from pipeline.pipeline import create_pipeline
+from trainer.hparams import HParams
+
+
+def prepare_data(config: RunConfig) -> Path:
+    """Fetch (unless the source is a directory) and convert; returns the TFRecord root."""
+    info = get_dataset(config.dataset)
+    source_dir = Path(config.source)
+    if config.source not in ("auto", "npm", "debian", "mirror") and source_dir.is_dir():
+        idx_dir = source_dir
+    else:
+        idx_dir = fetch_dataset(info, config.raw_dir, config.source)
+    convert_dataset(idx_dir, config.tfrecord_dir, info)
+    return config.tfrecord_dir
+
+
+def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
+    info = get_dataset(config.dataset)
+    hparams = HParams().with_overrides(config.hparams)
+    config.pipeline_dir.mkdir(parents=True, exist_ok=True)
+    return create_pipeline(
+        pipeline_name=config.name,
+        pipeline_root=str(config.pipeline_root.resolve()),
+        data_root=str(data_root.resolve()),
+        serving_model_dir=str(config.serving_model_dir.resolve()),
+        hparams=hparams.to_params(),
+        class_names=info.class_names,
+        min_accuracy=config.accuracy_floor,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(config.metadata.resolve())
+        ),
+        beam_pipeline_args=config.beam_args,
+        code_fingerprint=code_fingerprint(),
+        enable_cache=config.enable_cache,
+    )
+
+
+def run_local(config: RunConfig) -> None:
+    """Prepare the data and run the whole pipeline in this process."""
+    data_root = prepare_data(config)
+    pipeline = build_pipeline(config, data_root)
+    logging.info("running pipeline %s (root %s)", config.name, config.pipeline_root)
+    tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -1,0 +1,166 @@
+"""``create_pipeline``: the one definition of the TFX pipeline that every runner
+(local, Beam, Airflow, Kubeflow) builds. It takes every path and setting as a
+parameter and refers to user code (``trainer``) by module path only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+
+from components.pusher import AtomicPushExecutor
+
+PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
+RUN_FN = "trainer.task.run_fn"
+LABEL_KEY = "label"
+PREDICTION_KEY = "probabilities"
+ACCURACY_METRIC = "sparse_categorical_accuracy"
+
+COMPONENT_ORDER = (
+    "ImportExampleGen",
+    "StatisticsGen",
+    "SchemaGen",
+    "ExampleValidator",
+    "Transform",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
+)
+
+
+def make_eval_config(min_accuracy: float) -> tfma.EvalConfig:
+    """Accuracy overall and per true class; blessed only if overall accuracy >= min_accuracy."""
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serving_default",
+                label_key=LABEL_KEY,
+                prediction_key=PREDICTION_KEY,
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[LABEL_KEY])],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(
+                        class_name="SparseCategoricalAccuracy",
+                        # Only on the overall slice: a bare `threshold` would apply
+                        # to every per-class slice too.
+                        per_slice_thresholds=[
+                            tfma.PerSliceMetricThreshold(
+                                slicing_specs=[tfma.SlicingSpec()],
+                                threshold=tfma.MetricThreshold(
+                                    value_threshold=tfma.GenericValueThreshold(
+                                        lower_bound={"value": min_accuracy}
+                                    )
+                                ),
+                            )
+                        ],
+                    ),
+                ]
+            )
+        ],
+    )
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    serving_model_dir: str,
+    hparams: dict[str, Any],
+    class_names: Sequence[str],
+    min_accuracy: float,
+    metadata_connection_config: Any | None = None,
+    beam_pipeline_args: Sequence[str] = (),
+    code_fingerprint: str = "",
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """The pipeline over TFRecords in ``data_root/{train,eval}/`` ending in a push to
+    ``serving_model_dir/<version>/``."""
+    # Reads the converted TFRecords; the two splits are the official train and test sets.
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=data_root,
+        input_config=example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(name="train", pattern="train/*"),
+                example_gen_pb2.Input.Split(name="eval", pattern="eval/*"),
+            ]
+        ),
+    )
+    # Per-split statistics of the raw features.
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    # Schema inferred from those statistics.
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
+    )
+    # Anomalies of the statistics against the schema.
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    # Pixels to float 0..1. Not materialized: the Trainer and the serving model apply
+    # the graph themselves, which is cheaper than writing 784 floats per image.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        materialize=False,
+        disable_statistics=True,
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
+    )
+    # The Estimator-style model_fn on tf_keras; hparams and class names travel in custom_config.
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={
+            "hparams": dict(hparams),
+            "class_names": list(class_names),
+            # Module paths do not change when the code does; this does, so the cache does too.
+            "code_fingerprint": code_fingerprint,
+        },
+    )
+    # Accuracy overall and per class on the eval split; blesses the model or not.
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        schema=schema_gen.outputs["schema"],
+        eval_config=make_eval_config(min_accuracy),
+        example_splits=["eval"],
+    )
+    # Publishes a blessed model as the next integer version, atomically.
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
+        ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            transform,
+            trainer,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args),
+    )

@@ -1,0 +1,209 @@
+"""What a pipeline run did, read back from ML Metadata: which components ran or
+were cached and for how long, example counts, accuracy overall and per class
+(the Evaluator's own TFMA numbers), the blessing and the pushed version.
+
+Reads only; formatting for people lives in ``format_summary``; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+ACCURACY_KEY = "sparse_categorical_accuracy"
+_STATE_NAMES = {
+    metadata_store_pb2.Execution.State.Value(name): name
+    for name in metadata_store_pb2.Execution.State.keys()
+}
+
+
+@dataclass
+class ComponentRun:
+    name: str
+    state: str
+    seconds: float
+    execution_id: int
+
+
+@dataclass
+class RunSummary:
+    pipeline_name: str
+    run_id: str
+    components: list[ComponentRun] = field(default_factory=list)
+    example_counts: dict[str, int] = field(default_factory=dict)
+    accuracy: float | None = None
+    per_class_accuracy: dict[int, float] = field(default_factory=dict)
+    per_class_count: dict[int, int] = field(default_factory=dict)
+    blessed: bool | None = None
+    pushed: bool = False
+    pushed_version: str | None = None
+    pushed_path: str | None = None
+    training: dict[str, Any] | None = None
+    class_names: list[str] = field(default_factory=list)
+    wall_seconds: float | None = None
+
+    @property
+    def all_cached(self) -> bool:
+        return bool(self.components) and all(c.state == "CACHED" for c in self.components)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def latest_run_context(
+    store: metadata_store.MetadataStore, pipeline_name: str
+) -> metadata_store_pb2.Context:
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        raise LookupError(f"no pipeline named {pipeline_name!r} in this metadata store")
+    runs = [
+        c
+        for c in store.get_children_contexts_by_context(pipeline.id)
+        if c.type == "pipeline_run"
+    ] or store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        raise LookupError(f"pipeline {pipeline_name!r} has no runs in this metadata store")
+    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def node_name_of(store: metadata_store.MetadataStore, execution_id: int, pipeline_name: str) -> str:
+    for context in store.get_contexts_by_execution(execution_id):
+        if context.type == "node" and context.name.startswith(pipeline_name + "."):
+            return context.name[len(pipeline_name) + 1 :]
+    return "?"
+
+
+def output_artifacts(
+    store: metadata_store.MetadataStore, execution_id: int
+) -> dict[str, list[metadata_store_pb2.Artifact]]:
+    events = store.get_events_by_execution_ids([execution_id])
+    outputs = [
+        e
+        for e in events
+        if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+    ]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in outputs])}
+    by_key: dict[str, list[metadata_store_pb2.Artifact]] = {}
+    for event in outputs:
+        key = event.path.steps[0].key if event.path.steps else ""
+        by_key.setdefault(key, []).append(artifacts[event.artifact_id])
+    return by_key
+
+
+def _custom(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
+    if name not in artifact.custom_properties:
+        return None
+    value = artifact.custom_properties[name]
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def read_example_counts(statistics_uri: str) -> dict[str, int]:
+    import tensorflow_data_validation as tfdv
+
+    counts = {}
+    for split in ("train", "eval"):
+        path = os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb")
+        if os.path.exists(path):
+            stats = tfdv.load_stats_binary(path)
+            counts[split] = int(stats.datasets[0].num_examples)
+    return counts
+
+
+def read_accuracy(evaluation_uri: str) -> tuple[float | None, dict[int, float], dict[int, int]]:
+    """Overall accuracy and per-label accuracy and example count, as TFMA wrote them."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_eval_result(evaluation_uri)
+    overall, per_class, counts = None, {}, {}
+    for slice_key, metrics in result.slicing_metrics:
+        values = metrics.get("", {}).get("", {})
+        accuracy = values.get(ACCURACY_KEY, {}).get("doubleValue")
+        count = values.get("example_count", {}).get("doubleValue")
+        if not slice_key:
+            overall = accuracy
+        elif len(slice_key) == 1 and slice_key[0][0] == "label":
+            label = int(slice_key[0][1])
+            per_class[label] = accuracy
+            if count is not None:
+                counts[label] = int(count)
+    return overall, dict(sorted(per_class.items())), dict(sorted(counts.items()))
+
+
+def summarize_run(metadata_path: str, pipeline_name: str) -> RunSummary:
+    store = open_store(metadata_path)
+    run = latest_run_context(store, pipeline_name)
+    summary = RunSummary(pipeline_name=pipeline_name, run_id=run.name)
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    for execution in executions:
+        name = node_name_of(store, execution.id, pipeline_name)
+        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+        summary.components.append(
+            ComponentRun(name, _STATE_NAMES.get(execution.last_known_state, "?"), seconds, execution.id)
+        )
+        outputs = output_artifacts(store, execution.id)
+        if "statistics" in outputs and name.startswith("StatisticsGen"):
+            summary.example_counts = read_example_counts(outputs["statistics"][0].uri)
+        if "evaluation" in outputs:
+            summary.accuracy, summary.per_class_accuracy, summary.per_class_count = read_accuracy(
+                outputs["evaluation"][0].uri
+            )
+        if "blessing" in outputs:
+            summary.blessed = bool(_custom(outputs["blessing"][0], "blessed"))
+        if "pushed_model" in outputs:
+            pushed = outputs["pushed_model"][0]
+            summary.pushed = bool(_custom(pushed, "pushed"))
+            summary.pushed_version = _custom(pushed, "pushed_version")
+            summary.pushed_path = _custom(pushed, "pushed_destination")
+        if "model_run" in outputs:
+            stats_path = os.path.join(outputs["model_run"][0].uri, "training_stats.json")
+            if os.path.exists(stats_path):
+                with open(stats_path, encoding="utf-8") as f:
+                    summary.training = json.load(f)
+    return summary
+
+
+def format_summary(summary: RunSummary, dataset: str) -> str:
+    names = summary.class_names or [str(i) for i in range(10)]
+    lines = [f"pipeline {summary.pipeline_name} (dataset {dataset}), run {summary.run_id}"]
+    if summary.example_counts:
+        counts = ", ".join(f"{k} {v:,}" for k, v in summary.example_counts.items())
+        lines.append(f"examples: {counts}")
+    if summary.accuracy is not None:
+        lines.append(f"eval accuracy: {summary.accuracy:.4f}")
+        for label, accuracy in summary.per_class_accuracy.items():
+            count = summary.per_class_count.get(label)
+            suffix = f"  ({count} examples)" if count is not None else ""
+            lines.append(f"  {label} {names[label]:<12} {accuracy:.4f}{suffix}")
+    if summary.training:
+        t = summary.training
+        lines.append(
+            f"training: {t['epochs']} epochs, {t['steps']} steps of {t['batch_size']}, "
+            f"{t['fit_seconds']:.1f} s, {t['images_per_second']:.0f} images/s"
+        )
+    blessing = {True: "BLESSED", False: "NOT blessed", None: "no decision"}[summary.blessed]
+    lines.append(f"evaluator: {blessing}")
+    if summary.pushed:
+        lines.append(f"pushed: version {summary.pushed_version} at {summary.pushed_path}")
+    else:
+        lines.append("pushed: nothing (model not blessed or push cached)")
+    lines.append("component times (from ML Metadata):")
+    for component in summary.components:
+        lines.append(f"  {component.name:<18} {component.state:<9} {component.seconds:7.1f} s")
+    total = sum(c.seconds for c in summary.components)
+    lines.append(f"  {'sum':<18} {'':<9} {total:7.1f} s")
+    if summary.wall_seconds is not None:
+        lines.append(f"wall time of the whole command: {summary.wall_seconds:.1f} s")
+    return "\n".join(lines)

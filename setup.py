@@ -1,0 +1,29 @@
+"""Package definition for the MNIST / Fashion-MNIST TFX pipeline.
+
+Tool settings (ruff, pytest) live in pyproject.toml; exact versions of every
+package, transitive ones included, live in requirements.lock, which the set-up
+installs as pip constraints.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mnist-tfx",
+    version="0.1.0",
+    description="TFX pipeline: raw MNIST / Fashion-MNIST files to a TF Serving model",
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*"]),
+    install_requires=[
+        "tfx==1.16.0",
+        "tensorflow==2.16.2",
+        "tf-keras==2.16.0",
+        # TFT imports dill but recent Beam releases no longer pull it in.
+        "dill",
+        "tensorflow-serving-api==2.16.1",
+        "numpy",
+    ],
+    extras_require={
+        "dev": ["pytest", "ruff"],
+    },
+    entry_points={"console_scripts": ["mnist-tfx=pipeline.cli:main"]},
+)

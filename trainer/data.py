@@ -1,0 +1,88 @@
+"""Input functions: ExampleGen's TFRecords through the Transform graph into
+``tf.data`` datasets of ``({"image": [N,28,28,1] float32}, label [N] int64)``.
+
+The transformed MNIST training set is 188 MB as float32, so by default it is
+decoded once and held in memory (``HParams.in_memory``), which makes every epoch
+run at the speed of a fit on numpy arrays; the streaming path is kept for data
+that does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer.transform import IMAGE_KEY, LABEL_KEY
+
+_READ_BATCH = 2048
+
+
+def _tfrecord_files(file_patterns: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for pattern in file_patterns:
+        files.extend(sorted(tf.io.gfile.glob(pattern)))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {list(file_patterns)}")
+    return files
+
+
+def _compression(files: Sequence[str]) -> str:
+    return "GZIP" if files[0].endswith(".gz") else ""
+
+
+def transformed_batches(
+    file_patterns: Sequence[str], tft_output: tft.TFTransformOutput, batch_size: int = _READ_BATCH
+) -> tf.data.Dataset:
+    """Batches of (features, labels) read in file order and run through the Transform graph."""
+    files = _tfrecord_files(file_patterns)
+    raw_spec = tft_output.raw_feature_spec()
+    tft_layer = tft_output.transform_features_layer()
+
+    def parse_and_transform(serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        transformed = tft_layer(tf.io.parse_example(serialized, raw_spec))
+        labels = tf.reshape(tf.cast(transformed[LABEL_KEY], tf.int64), [-1])
+        return {IMAGE_KEY: transformed[IMAGE_KEY]}, labels
+
+    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files))
+    return dataset.batch(batch_size).map(parse_and_transform, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def load_arrays(
+    file_patterns: Sequence[str], tft_output: tft.TFTransformOutput
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole split, transformed, as numpy arrays (images [N,28,28,1], labels [N])."""
+    images, labels = [], []
+    for features, batch_labels in transformed_batches(file_patterns, tft_output):
+        images.append(features[IMAGE_KEY].numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def dataset_from_arrays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None,
+) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices(({IMAGE_KEY: images}, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    # Full batches only in training keeps one static shape, so one trace.
+    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+
+
+def streaming_dataset(
+    file_patterns: Sequence[str],
+    tft_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None,
+) -> tf.data.Dataset:
+    dataset = transformed_batches(file_patterns, tft_output).unbatch()
+    if shuffle:
+        dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,120 @@
+"""Functional building blocks for Estimator-style model_fns on tf_keras.
+
+A TF1 model_fn called ``tf.layers.conv2d(..., name="conv1")`` and relied on the
+graph's variable scope to reuse the same weights each time the function ran
+(train graph, eval graph, serving graph). These helpers give that behaviour on
+Keras 2: inside ``layer_scope(store)`` each call looks its layer (or metric, or
+optimizer) up by name in ``store`` and creates it only the first time. The
+store is a dict owned by the Keras model, so Keras tracks, checkpoints and
+exports every variable.
+
+Nothing here knows about a particular architecture; the architectures live in
+``trainer/model_fn.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+_STORE: contextvars.ContextVar[MutableMapping[str, Any] | None] = contextvars.ContextVar(
+    "model_fn_layer_store", default=None
+)
+
+
+@contextlib.contextmanager
+def layer_scope(store: MutableMapping[str, Any]) -> Iterator[None]:
+    """Make ``store`` the place where the helpers below keep their objects."""
+    token = _STORE.set(store)
+    try:
+        yield
+    finally:
+        _STORE.reset(token)
+
+
+def get_or_create(name: str, factory: Callable[[], Any]) -> Any:
+    """Return the object called ``name`` in the current scope, creating it once."""
+    store = _STORE.get()
+    if store is None:
+        raise RuntimeError(
+            f"model_fn building block {name!r} used outside layer_scope(); "
+            "run model_fns through trainer.model.ModelFnModel"
+        )
+    if name not in store:
+        store[name] = factory()
+    return store[name]
+
+
+def conv2d(
+    inputs: tf.Tensor,
+    filters: int,
+    kernel_size: int,
+    name: str,
+    activation: str | None = None,
+    padding: str = "same",
+) -> tf.Tensor:
+    layer = get_or_create(
+        name,
+        lambda: keras.layers.Conv2D(
+            filters, kernel_size, padding=padding, activation=activation, name=name
+        ),
+    )
+    return layer(inputs)
+
+
+def max_pooling2d(inputs: tf.Tensor, pool_size: int, strides: int, name: str) -> tf.Tensor:
+    layer = get_or_create(name, lambda: keras.layers.MaxPooling2D(pool_size, strides, name=name))
+    return layer(inputs)
+
+
+def dense(inputs: tf.Tensor, units: int, name: str, activation: str | None = None) -> tf.Tensor:
+    layer = get_or_create(name, lambda: keras.layers.Dense(units, activation=activation, name=name))
+    return layer(inputs)
+
+
+def dropout(inputs: tf.Tensor, rate: float, training: bool, name: str) -> tf.Tensor:
+    layer = get_or_create(name, lambda: keras.layers.Dropout(rate, name=name))
+    return layer(inputs, training=training)
+
+
+def flatten(inputs: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(inputs, [-1, inputs.shape[1:].num_elements()])
+
+
+def accuracy(labels: tf.Tensor, predicted_classes: tf.Tensor, name: str = "accuracy") -> Any:
+    """Update and return the streaming accuracy metric called ``name``
+    (the counterpart of ``tf.compat.v1.metrics.accuracy``)."""
+    metric = get_or_create(f"metric/{name}", lambda: keras.metrics.Accuracy(name=name))
+    metric.update_state(tf.reshape(labels, [-1]), tf.reshape(predicted_classes, [-1]))
+    return metric
+
+
+def optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
+    """The run's optimizer, built once from ``params`` (name, learning rate and a
+    cosine decay over ``params['total_steps']`` when that is known)."""
+
+    def build() -> keras.optimizers.Optimizer:
+        learning_rate: Any = float(params["learning_rate"])
+        total_steps = int(params.get("total_steps") or 0)
+        final_fraction = float(params.get("final_learning_rate_fraction", 1.0))
+        if total_steps > 0 and final_fraction < 1.0:
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=total_steps, alpha=final_fraction
+            )
+        name = params["optimizer"]
+        if name == "adam":
+            return keras.optimizers.Adam(learning_rate)
+        if name == "sgd":
+            return keras.optimizers.SGD(learning_rate)
+        if name == "momentum":
+            return keras.optimizers.SGD(learning_rate, momentum=0.9)
+        if name == "rmsprop":
+            return keras.optimizers.RMSprop(learning_rate)
+        raise ValueError(f"params['optimizer']: unknown optimizer {name!r}")
+
+    return get_or_create("optimizer", build)

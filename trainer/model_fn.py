@@ -1,0 +1,101 @@
+"""Estimator-style model functions and their contract.
+
+A model_fn is ``model_fn(features, labels, mode, params) -> ModelFnSpec``: one
+function that owns the predictions, the loss, the optimizer and the metrics for
+the three modes, exactly as ``tf.estimator`` model_fns did:
+
+* PREDICT: ``predictions`` with ``classes`` (argmax) and ``probabilities`` (softmax);
+* TRAIN: ``loss`` (sparse softmax cross-entropy) and the ``optimizer`` whose step
+  the runner applies to the loss's gradients, plus the training accuracy;
+* EVAL: ``loss`` and ``eval_metric_ops`` with ``accuracy``.
+
+``features["image"]`` is the Transform output: float32 in [0, 1], shape [N, 28, 28, 1].
+The code that runs a model_fn on tf_keras (fit / evaluate / predict) is in
+``trainer/model.py``; the layer helpers that give TF1-style reuse by name are
+in ``trainer/layers.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+
+from trainer import layers
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+NUM_CLASSES = 10
+
+
+class ModeKeys:
+    """The three modes of the Estimator contract (same strings as tf.estimator)."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+    PREDICT = "infer"
+
+
+@dataclass
+class ModelFnSpec:
+    """What a model_fn returns: the TF2 counterpart of ``tf.estimator.EstimatorSpec``."""
+
+    mode: str
+    predictions: dict[str, tf.Tensor]
+    loss: tf.Tensor | None = None
+    optimizer: Any = None
+    eval_metric_ops: dict[str, Any] = field(default_factory=dict)
+
+
+ModelFn = Callable[[dict[str, tf.Tensor], "tf.Tensor | None", str, dict[str, Any]], ModelFnSpec]
+
+
+def cnn_model_fn(
+    features: dict[str, tf.Tensor],
+    labels: tf.Tensor | None,
+    mode: str,
+    params: dict[str, Any],
+) -> ModelFnSpec:
+    """The CNN of the TF layers tutorial: conv 5x5x32, pool, conv 5x5x64, pool,
+    dense 1024, dropout, 10 logits (3,274,634 parameters)."""
+    training = mode == ModeKeys.TRAIN
+    input_layer = tf.reshape(features[IMAGE_KEY], [-1, 28, 28, 1])
+    conv1 = layers.conv2d(input_layer, 32, 5, activation="relu", name="conv1")
+    pool1 = layers.max_pooling2d(conv1, 2, 2, name="pool1")
+    conv2 = layers.conv2d(pool1, 64, 5, activation="relu", name="conv2")
+    pool2 = layers.max_pooling2d(conv2, 2, 2, name="pool2")
+    pool2_flat = layers.flatten(pool2)
+    dense = layers.dense(pool2_flat, 1024, activation="relu", name="dense")
+    dropped = layers.dropout(dense, params.get("dropout_rate", 0.4), training=training, name="dropout")
+    logits = layers.dense(dropped, NUM_CLASSES, name="logits")
+
+    predictions = {
+        "classes": tf.argmax(logits, axis=1),
+        "probabilities": tf.nn.softmax(logits, name="softmax_tensor"),
+    }
+    if mode == ModeKeys.PREDICT:
+        return ModelFnSpec(mode=mode, predictions=predictions)
+
+    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    metrics = {"accuracy": layers.accuracy(labels, predictions["classes"])}
+    if mode == ModeKeys.TRAIN:
+        return ModelFnSpec(
+            mode=mode,
+            predictions=predictions,
+            loss=loss,
+            optimizer=layers.optimizer(params),
+            eval_metric_ops=metrics,
+        )
+    return ModelFnSpec(mode=mode, predictions=predictions, loss=loss, eval_metric_ops=metrics)
+
+
+MODEL_FNS: dict[str, ModelFn] = {"cnn_model_fn": cnn_model_fn}
+
+
+def get_model_fn(name: str) -> ModelFn:
+    if name not in MODEL_FNS:
+        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODEL_FNS)}")
+    return MODEL_FNS[name]

@@ -1,0 +1,28 @@
+"""The Trainer component's ``run_fn``: train, then export. Nothing else lives here.
+
+``fn_args.custom_config`` carries ``hparams`` (see ``trainer/hparams.py``) and
+``class_names`` (the dataset's ten labels, baked into the serving outputs).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow_transform as tft
+from tfx.components.trainer.fn_args_utils import FnArgs
+
+from trainer import export, train
+from trainer.hparams import HParams
+
+
+def run_fn(fn_args: FnArgs) -> None:
+    config = fn_args.custom_config or {}
+    hparams = HParams.from_params(config.get("hparams", {}))
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    model, stats = train.train(
+        hparams, fn_args.train_files, fn_args.eval_files, tft_output, log_dir=fn_args.model_run_dir
+    )
+    logging.info("trained: %s", stats)
+    export.export_serving_model(
+        model, tft_output, fn_args.serving_model_dir, config.get("class_names", [str(i) for i in range(10)])
+    )
