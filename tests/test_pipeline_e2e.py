@@ -1,0 +1,192 @@
+"""End to end: the real ``mnist-tfx run`` (LocalDagRunner, SQLite ML Metadata, Beam
+DirectRunner, every TFX component) on the committed fixture of real images, for
+both datasets; then the cached re-run, an unblessed run and bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.convert import image_to_example
+from components.datasets import get_dataset
+from components.idx import read_idx_pair
+from pipeline.pipeline import COMPONENT_ORDER
+
+FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def pipeline_args(dataset: str, root: Path, *extra: str) -> list[str]:
+    return [
+        "run", "--dataset", dataset,
+        "--source", str(FIXTURES / dataset),
+        "--data-dir", str(root / "data"),
+        "--output-root", str(root / "out"),
+        "--epochs", "3", "--batch-size", "50",
+        # A few hundred training images give roughly 60-85 %; the floor only has to
+        # separate a trained model from an untrained one (10 %).
+        "--min-accuracy", "0.4",
+        *extra,
+    ]
+
+
+class PipelineRun:
+    def __init__(self, dataset: str, root: Path) -> None:
+        self.dataset = dataset
+        self.root = root
+        self.first = run_cli(*pipeline_args(dataset, root, "--summary-json", str(root / "first.json")), cwd=root)
+        self.first_summary = _load(root / "first.json")
+        self.serving_listing_after_first = _listing(self.serving_dir)
+        self.second = run_cli(*pipeline_args(dataset, root, "--summary-json", str(root / "second.json")), cwd=root)
+        self.second_summary = _load(root / "second.json")
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "out" / f"{self.dataset}_cnn" / "metadata.sqlite"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.root / "out" / "serving" / self.dataset
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _listing(directory: Path) -> list[str]:
+    if not directory.exists():
+        return []
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+@pytest.fixture(scope="module", params=["mnist", "fashion_mnist"])
+def pipeline_run(request, tmp_path_factory) -> PipelineRun:
+    root = tmp_path_factory.mktemp(request.param)
+    return PipelineRun(request.param, root)
+
+
+def _fail_text(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+
+
+def test_first_run_completes_every_component_once(pipeline_run):
+    assert pipeline_run.first.returncode == 0, _fail_text(pipeline_run.first)
+    summary = pipeline_run.first_summary
+    assert [c["name"] for c in summary["components"]] == list(COMPONENT_ORDER)
+    assert {c["state"] for c in summary["components"]} == {"COMPLETE"}
+
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(pipeline_run.metadata)
+    store = metadata_store.MetadataStore(config)
+    pipeline_name = f"{pipeline_run.dataset}_cnn"
+    for component in COMPONENT_ORDER:
+        node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+        assert node is not None, component
+        executions = store.get_executions_by_context(node.id)
+        # Once in the first run, once (cached) in the second.
+        states = sorted(metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in executions)
+        assert states == ["CACHED", "COMPLETE"], (component, states)
+
+
+def test_summary_counts_accuracy_and_blessing(pipeline_run):
+    summary = pipeline_run.first_summary
+    assert summary["example_counts"] == {"train": 300, "eval": 200}
+    assert summary["blessed"] is True
+    assert 0.4 <= summary["accuracy"] <= 1.0
+    per_class = {int(k): v for k, v in summary["per_class_accuracy"].items()}
+    counts = {int(k): v for k, v in summary["per_class_count"].items()}
+    assert sorted(per_class) == list(range(10))
+    assert counts == {label: 20 for label in range(10)}
+    # TFMA's overall accuracy is the count-weighted mean of its per-class slices.
+    weighted = sum(per_class[k] * counts[k] for k in per_class) / sum(counts.values())
+    assert weighted == pytest.approx(summary["accuracy"], abs=1e-6)
+    assert summary["training"]["train_examples"] == 300
+    assert summary["training"]["epochs"] == 3
+    names = get_dataset(pipeline_run.dataset).class_names
+    for name in names:
+        assert name in pipeline_run.first.stdout
+    assert "BLESSED" in pipeline_run.first.stdout
+
+
+def test_pushed_model_is_one_loadable_version(pipeline_run):
+    import tensorflow as tf
+
+    versions = [p for p in pipeline_run.serving_dir.iterdir()]
+    assert len(versions) == 1 and versions[0].name.isdigit(), versions
+    assert str(versions[0]) == pipeline_run.first_summary["pushed_path"]
+    assert versions[0].name == pipeline_run.first_summary["pushed_version"]
+    model = tf.saved_model.load(str(versions[0]))
+    assert {"serving_default", "predict_images", "predict_images_uint8"} <= set(model.signatures)
+
+    images, labels = read_idx_pair(
+        FIXTURES / pipeline_run.dataset / "t10k-images-idx3-ubyte.gz",
+        FIXTURES / pipeline_run.dataset / "t10k-labels-idx1-ubyte.gz",
+    )
+    examples = [image_to_example(img, int(lbl)).SerializeToString() for img, lbl in zip(images, labels)]
+    by_example = model.signatures["serving_default"](examples=tf.constant(examples))
+    by_pixels = model.signatures["predict_images"](images=tf.constant(images, tf.float32))
+    by_flat = model.signatures["predict_images_uint8"](images=tf.constant(images.reshape(-1, 784)))
+    for out in (by_example, by_pixels, by_flat):
+        probabilities = out["probabilities"].numpy()
+        assert probabilities.shape == (200, 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(out["classes"].numpy(), probabilities.argmax(axis=1))
+    np.testing.assert_allclose(by_example["probabilities"], by_pixels["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(by_example["probabilities"], by_flat["probabilities"], atol=1e-6)
+    # The pushed model is the one the Evaluator measured.
+    accuracy = float((by_example["classes"].numpy() == labels).mean())
+    assert accuracy == pytest.approx(pipeline_run.first_summary["accuracy"], abs=1e-6)
+
+
+def test_second_run_is_fully_cached_and_pushes_nothing_new(pipeline_run):
+    assert pipeline_run.second.returncode == 0, _fail_text(pipeline_run.second)
+    states = [c["state"] for c in pipeline_run.second_summary["components"]]
+    assert states == ["CACHED"] * len(COMPONENT_ORDER)
+    assert _listing(pipeline_run.serving_dir) == pipeline_run.serving_listing_after_first
+
+
+def test_unblessed_model_is_not_pushed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unblessed")
+    args = pipeline_args("mnist", root, "--epochs", "1", "--min-accuracy", "0.999")
+    proc = run_cli(*args, cwd=root)
+    assert proc.returncode == 3, _fail_text(proc)
+    assert "did not bless" in proc.stderr and "0.9990" in proc.stderr
+    assert "NOT blessed" in proc.stdout
+    serving = root / "out" / "serving" / "mnist"
+    assert not serving.exists() or list(serving.iterdir()) == []
+
+
+def test_bad_input_stops_before_anything_is_written(tmp_path):
+    source = tmp_path / "bad"
+    source.mkdir()
+    for f in (FIXTURES / "mnist").iterdir():
+        if f.suffix == ".gz":
+            (source / f.name).write_bytes(f.read_bytes())
+    # Real bytes, wrong content: the manifest no longer matches this label file.
+    (source / "train-labels-idx1-ubyte.gz").write_bytes(
+        (FIXTURES / "fashion_mnist" / "train-labels-idx1-ubyte.gz").read_bytes()
+    )
+    (source / "SHA256SUMS").write_text((FIXTURES / "mnist" / "SHA256SUMS").read_text())
+    proc = run_cli(*pipeline_args("mnist", tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2, _fail_text(proc)
+    assert "train-labels-idx1-ubyte" in proc.stderr and "sha256" in proc.stderr.lower()
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "data" / "tfrecords" / "mnist").exists()
