@@ -41,7 +41,10 @@ def remove_stale_temporaries(base_dir: str | os.PathLike) -> list[str]:
     if base.is_dir():
         for entry in base.iterdir():
             if entry.name.startswith(TEMP_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
                 removed.append(entry.name)
     return removed
 

@@ -33,10 +33,13 @@ def pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
     rank = tf.rank(images)
+    # Padded so that any rank (an unbatched [784], a [N, 28, 28, 1]) reaches the
+    # message below instead of failing inside the comparison.
+    dims = tf.concat([shape, tf.zeros([3], tf.int32)], axis=0)[:3]
     well_shaped = tf.logical_or(
-        tf.logical_and(tf.equal(rank, 2), tf.equal(shape[-1], NUM_PIXELS)),
+        tf.logical_and(tf.equal(rank, 2), tf.equal(dims[1], NUM_PIXELS)),
         tf.logical_and(
-            tf.equal(rank, 3), tf.reduce_all(tf.equal(shape[1:], [28, 28]))
+            tf.equal(rank, 3), tf.logical_and(tf.equal(dims[1], 28), tf.equal(dims[2], 28))
         ),
     )
     checks = [

@@ -70,6 +70,18 @@ class ThroughputCallback(keras.callbacks.Callback):
         return self.batches * self.batch_size / self.seconds if self.seconds else 0.0
 
 
+class StopAtStep(keras.callbacks.Callback):
+    """Ends training after exactly ``max_steps`` optimizer steps, mid-epoch if need be."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__()
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if int(self.model.optimizer.iterations.numpy()) >= self.max_steps:
+            self.model.stop_training = True
+
+
 def set_seed(seed: int | None) -> None:
     """Same seed and data give the same weights: seeds Python, numpy and TF, and
     makes TF's kernels deterministic."""
@@ -95,6 +107,7 @@ def fit(
     if hparams.max_steps:
         epochs = max(1, min(epochs, -(-hparams.max_steps // steps_per_epoch)))
         steps_per_epoch = min(steps_per_epoch, hparams.max_steps)
+        callbacks.append(StopAtStep(hparams.max_steps))
     history = model.fit(
         train_ds.repeat(),
         epochs=epochs,

@@ -1,0 +1,43 @@
+"""Shared fixtures: the committed real-data fixture (300 train / 200 eval images per dataset).
+
+Keras 2 (``tf_keras``) is selected before any test module imports TensorFlow, as
+``import trainer`` does in production.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from components.idx import read_idx_pair  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _read_split(dataset: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    directory = FIXTURES / dataset
+    return read_idx_pair(
+        directory / f"{prefix}-images-idx3-ubyte.gz", directory / f"{prefix}-labels-idx1-ubyte.gz"
+    )
+
+
+@pytest.fixture(scope="session")
+def mnist_train() -> tuple[np.ndarray, np.ndarray]:
+    """The 300 MNIST training images (uint8 [300, 28, 28]) and labels (uint8 [300])."""
+    return _read_split("mnist", "train")
+
+
+@pytest.fixture(scope="session")
+def mnist_eval() -> tuple[np.ndarray, np.ndarray]:
+    """The 200 MNIST eval images (uint8 [200, 28, 28]) and labels (uint8 [200])."""
+    return _read_split("mnist", "t10k")
+
+
+@pytest.fixture(scope="session")
+def fashion_train() -> tuple[np.ndarray, np.ndarray]:
+    """The 300 Fashion-MNIST training images and labels."""
+    return _read_split("fashion_mnist", "train")

@@ -1,0 +1,69 @@
+"""The ``mnist-tfx`` command line: help on every subcommand, flag validation and
+exit codes that need no pipeline run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import EXIT_BAD_INPUT, build_parser, main
+
+SUBCOMMANDS = ("fetch", "convert", "run", "summary")
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: mnist-tfx {command}" in out
+    assert "--dataset" in out
+
+
+def test_top_level_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in SUBCOMMANDS:
+        assert command in out
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run(
+        [sys.executable, "-c", "from importlib.metadata import entry_points;"
+         "print([e.value for e in entry_points(group='console_scripts') if e.name == 'mnist-tfx'])"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "pipeline.cli:main" in proc.stdout
+
+
+def test_unknown_dataset_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--dataset", "cifar10"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--param", "optimizer=adagrad"], "hparams.optimizer"),
+        (["--param", "nonsense=1"], "unknown hyperparameter 'nonsense'"),
+        (["--param", "epochs=three"], "epochs expects int"),
+        (["--batch-size", "0"], "hparams.batch_size"),
+    ],
+)
+def test_bad_hyperparameters_fail_before_anything_runs(tmp_path, capsys, args, message):
+    code = main(["run", "--output-root", str(tmp_path / "out"), "--data-dir", str(tmp_path / "d"), *args])
+    assert code == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "d").exists()
+
+
+def test_summary_without_a_run_says_so(tmp_path, capsys):
+    code = main(["summary", "--output-root", str(tmp_path)])
+    assert code == EXIT_BAD_INPUT
+    assert "no metadata store" in capsys.readouterr().err
