@@ -17,6 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def bare_fit(dataset: str, data_dir: Path, epochs: int, batch_size: int, seed: int) -> dict:
@@ -27,21 +28,25 @@ def bare_fit(dataset: str, data_dir: Path, epochs: int, batch_size: int, seed: i
     from trainer.train import ThroughputCallback, set_seed
 
     raw = data_dir / "raw" / dataset
-    images, labels = read_idx_pair(*sorted(raw.glob("train-images*")), *sorted(raw.glob("train-labels*")))
+    images, labels = read_idx_pair(
+        *sorted(raw.glob("train-images*")), *sorted(raw.glob("train-labels*"))
+    )
     x = (images.astype("float32") / 255.0).reshape(-1, 28, 28, 1)
     y = labels.astype("int64")
     set_seed(seed)
-    model = keras.Sequential([
-        keras.layers.Input((28, 28, 1)),
-        keras.layers.Conv2D(32, 5, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2, 2),
-        keras.layers.Conv2D(64, 5, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2, 2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(1024, activation="relu"),
-        keras.layers.Dropout(0.4),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.layers.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 5, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2, 2),
+            keras.layers.Conv2D(64, 5, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2, 2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dropout(0.4),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -49,7 +54,9 @@ def bare_fit(dataset: str, data_dir: Path, epochs: int, batch_size: int, seed: i
     )
     throughput = ThroughputCallback(batch_size)
     start = time.perf_counter()
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=[throughput], verbose=2, shuffle=True)
+    model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, callbacks=[throughput], verbose=2, shuffle=True
+    )
     return {
         "epochs": epochs,
         "fit_seconds": round(time.perf_counter() - start, 1),
@@ -75,16 +82,27 @@ def main() -> None:
 
     shutil.rmtree(args.output_root, ignore_errors=True)
     start = time.perf_counter()
-    cli_args = ["run", "--dataset", args.dataset, "--data-dir", str(args.data_dir),
-                "--output-root", str(args.output_root), "--no-cache"]
+    cli_args = [
+        "run",
+        "--dataset",
+        args.dataset,
+        "--data-dir",
+        str(args.data_dir),
+        "--output-root",
+        str(args.output_root),
+        "--no-cache",
+    ]
     for beam_arg in args.beam_arg or DEFAULT_BEAM_ARGS:
         cli_args.append(f"--beam-arg={beam_arg}")
     code = cli_main(cli_args)
     wall = time.perf_counter() - start
-    summary = summarize_run(str(args.output_root / f"{args.dataset}_cnn" / "metadata.sqlite"),
-                            f"{args.dataset}_cnn")
+    summary = summarize_run(
+        str(args.output_root / f"{args.dataset}_cnn" / "metadata.sqlite"), f"{args.dataset}_cnn"
+    )
     hparams = HParams()
-    bare = bare_fit(args.dataset, args.data_dir, args.bare_epochs, hparams.batch_size, hparams.seed or 0)
+    bare = bare_fit(
+        args.dataset, args.data_dir, args.bare_epochs, hparams.batch_size, hparams.seed or 0
+    )
 
     components = {c.name: c.seconds for c in summary.components}
     non_trainer = sum(s for name, s in components.items() if name != "Trainer")
@@ -98,16 +116,23 @@ def main() -> None:
         "non_trainer_seconds": round(non_trainer, 1),
         "trainer_images_per_second": trainer_ips,
         "bare_fit": bare,
-        "throughput_ratio": round(trainer_ips / bare["images_per_second"], 3) if bare["images_per_second"] else None,
+        "throughput_ratio": round(trainer_ips / bare["images_per_second"], 3)
+        if bare["images_per_second"]
+        else None,
         "beam_args": list(args.beam_arg or DEFAULT_BEAM_ARGS),
     }
     print("\n=== bench_pipeline ===")
-    print(f"dataset {args.dataset}: eval accuracy {summary.accuracy:.4f}, pipeline wall {wall:.1f} s")
+    print(
+        f"dataset {args.dataset}: eval accuracy {summary.accuracy:.4f}, pipeline wall {wall:.1f} s"
+    )
     for name, seconds in components.items():
         print(f"  {name:<18} {seconds:6.1f} s")
     print(f"  components other than Trainer: {non_trainer:.1f} s")
     print(f"Trainer throughput (steady state): {trainer_ips:,.0f} images/s")
-    print(f"bare tf_keras fit on numpy ({bare['epochs']} epochs): {bare['images_per_second']:,.0f} images/s")
+    print(
+        f"bare tf_keras fit on numpy ({bare['epochs']} epochs): "
+        f"{bare['images_per_second']:,.0f} images/s"
+    )
     print(f"ratio Trainer / bare fit: {figures['throughput_ratio']}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
 DATASETS = ("mnist", "fashion_mnist")
@@ -40,12 +41,19 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_paths(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-root", type=Path, default=Path("tfx_output"),
-                        help="pipeline artifacts and metadata go under OUTPUT_ROOT/<pipeline> "
-                        "(default: ./tfx_output)")
+    parser.add_argument(
+        "--output-root",
+        type=Path,
+        default=Path("tfx_output"),
+        help="pipeline artifacts and metadata go under OUTPUT_ROOT/<pipeline> "
+        "(default: ./tfx_output)",
+    )
     parser.add_argument("--pipeline-name", help="default: <dataset>_cnn")
-    parser.add_argument("--metadata", type=Path,
-                        help="SQLite ML Metadata file (default: OUTPUT_ROOT/<pipeline>/metadata.sqlite)")
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        help="SQLite ML Metadata file (default: OUTPUT_ROOT/<pipeline>/metadata.sqlite)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,42 +64,70 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO from TFX and Beam")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fetch = sub.add_parser("fetch", help="get and verify the four IDX files of a dataset",
-                           description="Get the dataset's IDX files into DATA_DIR/raw/<dataset> "
-                           "and check each against its known size and sha256.")
+    fetch = sub.add_parser(
+        "fetch",
+        help="get and verify the four IDX files of a dataset",
+        description="Get the dataset's IDX files into DATA_DIR/raw/<dataset> "
+        "and check each against its known size and sha256.",
+    )
     _add_dataset(fetch)
     _add_source(fetch)
 
-    convert = sub.add_parser("convert", help="fetch if needed, then write TFRecords",
-                             description="Convert the IDX files into sharded TFRecords of "
-                             "tf.Example under DATA_DIR/tfrecords/<dataset>/{train,eval}.")
+    convert = sub.add_parser(
+        "convert",
+        help="fetch if needed, then write TFRecords",
+        description="Convert the IDX files into sharded TFRecords of "
+        "tf.Example under DATA_DIR/tfrecords/<dataset>/{train,eval}.",
+    )
     _add_dataset(convert)
     _add_source(convert)
 
-    run = sub.add_parser("run", help="fetch, convert, run the pipeline, print the summary",
-                         description="Run the whole TFX pipeline locally (LocalDagRunner, SQLite "
-                         "ML Metadata, Beam DirectRunner) and print what it did.")
+    run = sub.add_parser(
+        "run",
+        help="fetch, convert, run the pipeline, print the summary",
+        description="Run the whole TFX pipeline locally (LocalDagRunner, SQLite "
+        "ML Metadata, Beam DirectRunner) and print what it did.",
+    )
     _add_dataset(run)
     _add_source(run)
     _add_run_paths(run)
-    run.add_argument("--serving-root", type=Path,
-                     help="push to SERVING_ROOT/<model-name>/<version> (default: OUTPUT_ROOT/serving)")
+    run.add_argument(
+        "--serving-root",
+        type=Path,
+        help="push to SERVING_ROOT/<model-name>/<version> (default: OUTPUT_ROOT/serving)",
+    )
     run.add_argument("--model-name", help="TF Serving model name (default: the dataset name)")
-    run.add_argument("--min-accuracy", type=float,
-                     help="blessing floor on overall eval accuracy (default: 0.98 mnist, 0.88 fashion_mnist)")
+    run.add_argument(
+        "--min-accuracy",
+        type=float,
+        help="blessing floor on overall eval accuracy (default: 0.98 mnist, 0.88 fashion_mnist)",
+    )
     run.add_argument("--epochs", type=int, help="hparams.epochs (default 3)")
     run.add_argument("--batch-size", type=int, help="hparams.batch_size (default 100)")
     run.add_argument("--learning-rate", type=float, help="hparams.learning_rate (default 1e-3)")
     run.add_argument("--seed", type=int, help="hparams.seed (default 42)")
-    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="any other hyperparameter, e.g. --param optimizer=sgd (repeatable)")
-    run.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
-                     help="Beam pipeline argument (repeatable; replaces the in-memory DirectRunner default)")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other hyperparameter, e.g. --param optimizer=sgd (repeatable)",
+    )
+    run.add_argument(
+        "--beam-arg",
+        action="append",
+        default=None,
+        metavar="ARG",
+        help="Beam pipeline argument (repeatable; replaces the in-memory DirectRunner default)",
+    )
     run.add_argument("--no-cache", action="store_true", help="run every component again")
     run.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
 
-    summary = sub.add_parser("summary", help="print what the latest run did, from ML Metadata",
-                             description="Read the latest run of a pipeline back from ML Metadata.")
+    summary = sub.add_parser(
+        "summary",
+        help="print what the latest run did, from ML Metadata",
+        description="Read the latest run of a pipeline back from ML Metadata.",
+    )
     _add_dataset(summary)
     _add_run_paths(summary)
     return parser
@@ -181,7 +217,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     config = _run_config(args)
     if not config.metadata.exists():
-        print(f"error: no metadata store at {config.metadata}; run the pipeline first", file=sys.stderr)
+        print(
+            f"error: no metadata store at {config.metadata}; run the pipeline first",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     summary = summarize_run(str(config.metadata), config.name)
     summary.class_names = list(get_dataset(config.dataset).class_names)

@@ -18,7 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 ACCURACY_KEY = "sparse_categorical_accuracy"
 _STATE_NAMES = {
     metadata_store_pb2.Execution.State.Value(name): name
-    for name in metadata_store_pb2.Execution.State.keys()
+    for name in metadata_store_pb2.Execution.State.keys()  # noqa: SIM118 - enum wrapper, not a dict
 }
 
 
@@ -69,9 +69,7 @@ def latest_run_context(
     if pipeline is None:
         raise LookupError(f"no pipeline named {pipeline_name!r} in this metadata store")
     runs = [
-        c
-        for c in store.get_children_contexts_by_context(pipeline.id)
-        if c.type == "pipeline_run"
+        c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"
     ] or store.get_contexts_by_type("pipeline_run")
     if not runs:
         raise LookupError(f"pipeline {pipeline_name!r} has no runs in this metadata store")
@@ -149,9 +147,13 @@ def summarize_run(metadata_path: str, pipeline_name: str) -> RunSummary:
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
     for execution in executions:
         name = node_name_of(store, execution.id, pipeline_name)
-        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+        seconds = (
+            execution.last_update_time_since_epoch - execution.create_time_since_epoch
+        ) / 1000
         summary.components.append(
-            ComponentRun(name, _STATE_NAMES.get(execution.last_known_state, "?"), seconds, execution.id)
+            ComponentRun(
+                name, _STATE_NAMES.get(execution.last_known_state, "?"), seconds, execution.id
+            )
         )
         outputs = output_artifacts(store, execution.id)
         if "statistics" in outputs and name.startswith("StatisticsGen"):

@@ -7,6 +7,7 @@ Keras 2 (``tf_keras``) is selected before any test module imports TensorFlow, as
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from pathlib import Path  # noqa: E402
 

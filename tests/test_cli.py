@@ -33,9 +33,16 @@ def test_top_level_help_lists_subcommands(capsys):
 
 def test_console_script_is_installed():
     proc = subprocess.run(
-        [sys.executable, "-c", "from importlib.metadata import entry_points;"
-         "print([e.value for e in entry_points(group='console_scripts') if e.name == 'mnist-tfx'])"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "from importlib.metadata import entry_points;"
+            "print([e.value for e in entry_points(group='console_scripts')"
+            " if e.name == 'mnist-tfx'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "pipeline.cli:main" in proc.stdout
 
@@ -57,7 +64,9 @@ def test_unknown_dataset_is_rejected(capsys):
     ],
 )
 def test_bad_hyperparameters_fail_before_anything_runs(tmp_path, capsys, args, message):
-    code = main(["run", "--output-root", str(tmp_path / "out"), "--data-dir", str(tmp_path / "d"), *args])
+    code = main(
+        ["run", "--output-root", str(tmp_path / "out"), "--data-dir", str(tmp_path / "d"), *args]
+    )
     assert code == EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "d").exists()

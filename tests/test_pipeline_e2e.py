@@ -27,20 +27,33 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
 def pipeline_args(dataset: str, root: Path, *extra: str) -> list[str]:
     return [
-        "run", "--dataset", dataset,
-        "--source", str(FIXTURES / dataset),
-        "--data-dir", str(root / "data"),
-        "--output-root", str(root / "out"),
-        "--epochs", "3", "--batch-size", "50",
+        "run",
+        "--dataset",
+        dataset,
+        "--source",
+        str(FIXTURES / dataset),
+        "--data-dir",
+        str(root / "data"),
+        "--output-root",
+        str(root / "out"),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "50",
         # A few hundred training images give roughly 60-85 %; the floor only has to
         # separate a trained model from an untrained one (10 %).
-        "--min-accuracy", "0.4",
+        "--min-accuracy",
+        "0.4",
         *extra,
     ]
 
@@ -49,10 +62,14 @@ class PipelineRun:
     def __init__(self, dataset: str, root: Path) -> None:
         self.dataset = dataset
         self.root = root
-        self.first = run_cli(*pipeline_args(dataset, root, "--summary-json", str(root / "first.json")), cwd=root)
+        self.first = run_cli(
+            *pipeline_args(dataset, root, "--summary-json", str(root / "first.json")), cwd=root
+        )
         self.first_summary = _load(root / "first.json")
         self.serving_listing_after_first = _listing(self.serving_dir)
-        self.second = run_cli(*pipeline_args(dataset, root, "--summary-json", str(root / "second.json")), cwd=root)
+        self.second = run_cli(
+            *pipeline_args(dataset, root, "--summary-json", str(root / "second.json")), cwd=root
+        )
         self.second_summary = _load(root / "second.json")
 
     @property
@@ -102,7 +119,9 @@ def test_first_run_completes_every_component_once(pipeline_run):
         assert node is not None, component
         executions = store.get_executions_by_context(node.id)
         # Once in the first run, once (cached) in the second.
-        states = sorted(metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in executions)
+        states = sorted(
+            metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in executions
+        )
         assert states == ["CACHED", "COMPLETE"], (component, states)
 
 
@@ -140,7 +159,10 @@ def test_pushed_model_is_one_loadable_version(pipeline_run):
         FIXTURES / pipeline_run.dataset / "t10k-images-idx3-ubyte.gz",
         FIXTURES / pipeline_run.dataset / "t10k-labels-idx1-ubyte.gz",
     )
-    examples = [image_to_example(img, int(lbl)).SerializeToString() for img, lbl in zip(images, labels)]
+    examples = [
+        image_to_example(img, int(lbl)).SerializeToString()
+        for img, lbl in zip(images, labels, strict=True)
+    ]
     by_example = model.signatures["serving_default"](examples=tf.constant(examples))
     by_pixels = model.signatures["predict_images"](images=tf.constant(images, tf.float32))
     by_flat = model.signatures["predict_images_uint8"](images=tf.constant(images.reshape(-1, 784)))

@@ -52,8 +52,11 @@ def pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
         checks.append(
             tf.debugging.Assert(
                 tf.logical_and(tf.reduce_all(values >= 0.0), tf.reduce_all(values <= 255.0)),
-                ["images: expected pixel values in 0..255 (raw, not scaled), got min/max",
-                 tf.reduce_min(values), tf.reduce_max(values)],
+                [
+                    "images: expected pixel values in 0..255 (raw, not scaled), got min/max",
+                    tf.reduce_min(values),
+                    tf.reduce_max(values),
+                ],
             )
         )
     with tf.control_dependencies(checks):

@@ -36,15 +36,23 @@ class HParams:
     def validate(self) -> HParams:
         """Return self, or raise ValueError naming the first offending field."""
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"hparams.optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
-        positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size, "epochs": self.epochs}
+            raise ValueError(
+                f"hparams.optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
+        positive = {
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"hparams.{name}: expected a value > 0, got {value!r}")
         if self.max_steps < 0:
             raise ValueError(f"hparams.max_steps: expected >= 0, got {self.max_steps!r}")
         if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"hparams.dropout_rate: expected 0 <= rate < 1, got {self.dropout_rate!r}")
+            raise ValueError(
+                f"hparams.dropout_rate: expected 0 <= rate < 1, got {self.dropout_rate!r}"
+            )
         if not 0.0 <= self.final_learning_rate_fraction <= 1.0:
             raise ValueError(
                 "hparams.final_learning_rate_fraction: expected 0..1, "
@@ -79,7 +87,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     name = name.strip()
     field_types = {f.name: f.type for f in fields(HParams)}
     if name not in field_types:
-        raise ValueError(f"--param {text!r}: unknown hyperparameter {name!r}; known: {sorted(field_types)}")
+        raise ValueError(
+            f"--param {text!r}: unknown hyperparameter {name!r}; known: {sorted(field_types)}"
+        )
     kind = field_types[name]
     try:
         if "bool" in kind:

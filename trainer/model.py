@@ -66,7 +66,7 @@ class ModelFnModel(keras.Model):
             spec = self.run_model_fn(features, labels, ModeKeys.TRAIN)
         variables = self.trainable_variables
         gradients = tape.gradient(spec.loss, variables)
-        spec.optimizer.apply_gradients(zip(gradients, variables))
+        spec.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         self.loss_tracker.update_state(spec.loss)
         return {m.name: m.result() for m in self.metrics}
 
@@ -83,7 +83,9 @@ class ModelFnModel(keras.Model):
 
 def example_batch(batch_size: int = 2) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
     """A zero batch of the transformed feature shapes, used to build a model."""
-    return {IMAGE_KEY: tf.zeros([batch_size, 28, 28, 1], tf.float32)}, tf.zeros([batch_size], tf.int64)
+    return {IMAGE_KEY: tf.zeros([batch_size, 28, 28, 1], tf.float32)}, tf.zeros(
+        [batch_size], tf.int64
+    )
 
 
 def build_model(model_fn: ModelFn, params: dict[str, Any]) -> ModelFnModel:

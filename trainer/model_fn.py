@@ -68,7 +68,9 @@ def cnn_model_fn(
     pool2 = layers.max_pooling2d(conv2, 2, 2, name="pool2")
     pool2_flat = layers.flatten(pool2)
     dense = layers.dense(pool2_flat, 1024, activation="relu", name="dense")
-    dropped = layers.dropout(dense, params.get("dropout_rate", 0.4), training=training, name="dropout")
+    dropped = layers.dropout(
+        dense, params.get("dropout_rate", 0.4), training=training, name="dropout"
+    )
     logits = layers.dense(dropped, NUM_CLASSES, name="logits")
 
     predictions = {

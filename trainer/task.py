@@ -24,5 +24,8 @@ def run_fn(fn_args: FnArgs) -> None:
     )
     logging.info("trained: %s", stats)
     export.export_serving_model(
-        model, tft_output, fn_args.serving_model_dir, config.get("class_names", [str(i) for i in range(10)])
+        model,
+        tft_output,
+        fn_args.serving_model_dir,
+        config.get("class_names", [str(i) for i in range(10)]),
     )

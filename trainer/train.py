@@ -133,12 +133,16 @@ def train(
         train_x, train_y = data.load_arrays(train_files, tft_output)
         eval_x, eval_y = data.load_arrays(eval_files, tft_output)
         train_count, eval_count = len(train_y), len(eval_y)
-        train_ds = data.dataset_from_arrays(train_x, train_y, hparams.batch_size, True, hparams.seed)
+        train_ds = data.dataset_from_arrays(
+            train_x, train_y, hparams.batch_size, True, hparams.seed
+        )
         eval_ds = data.dataset_from_arrays(eval_x, eval_y, 1000, False, None)
     else:
         train_count = _count_records(train_files)
         eval_count = _count_records(eval_files)
-        train_ds = data.streaming_dataset(train_files, tft_output, hparams.batch_size, True, hparams.seed)
+        train_ds = data.streaming_dataset(
+            train_files, tft_output, hparams.batch_size, True, hparams.seed
+        )
         eval_ds = data.streaming_dataset(eval_files, tft_output, 1000, False, None)
     load_seconds = time.perf_counter() - start
     if train_count < hparams.batch_size:
@@ -155,7 +159,11 @@ def train(
     model = build_model(get_model_fn(hparams.model), params)
     logging.info(
         "training %s on %d examples (%d eval), %d steps of %d",
-        hparams.model, train_count, eval_count, total_steps, hparams.batch_size,
+        hparams.model,
+        train_count,
+        eval_count,
+        total_steps,
+        hparams.batch_size,
     )
     fit_start = time.perf_counter()
     history, throughput = fit(model, train_ds, eval_ds, hparams, steps_per_epoch, log_dir)
