@@ -207,7 +207,7 @@ def test_bad_input_stops_before_anything_is_written(tmp_path):
         (FIXTURES / "fashion_mnist" / "train-labels-idx1-ubyte.gz").read_bytes()
     )
     (source / "SHA256SUMS").write_text((FIXTURES / "mnist" / "SHA256SUMS").read_text())
-    proc = run_cli(*pipeline_args("mnist", tmp_path), cwd=tmp_path)
+    proc = run_cli(*pipeline_args("mnist", tmp_path, "--source", str(source)), cwd=tmp_path)
     assert proc.returncode == 2, _fail_text(proc)
     assert "train-labels-idx1-ubyte" in proc.stderr and "sha256" in proc.stderr.lower()
     assert not (tmp_path / "out").exists()
