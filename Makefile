@@ -7,8 +7,12 @@ ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/mnist-tfx
-# TFX 1.16 requires Python < 3.11; pyenv's shims may be missing from PATH (CI).
-PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.10*/bin/python3.10 2>/dev/null | tail -n 1)
+# TFX 1.16 requires Python < 3.11. Each candidate is run to check it: a pyenv shim
+# can be on PATH and still fail when 3.10 is not the selected pyenv version.
+PYTHON310 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.10*/bin/python3.10 2>/dev/null) \
+	$$(command -v python3.10 2>/dev/null) /usr/bin/python3.10 /usr/local/bin/python3.10; do \
+	if "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
+	echo "$$p"; break; fi; done)
 STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-fast bench lint format lock clean-output
