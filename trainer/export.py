@@ -9,10 +9,17 @@ and ``class_names`` string [N]):
 * ``predict_images``: ``images``, float32 pixels 0..255, shape [N, 28, 28] or [N, 784]
   (TF Serving's REST API turns JSON numbers into this);
 * ``predict_images_uint8``: the same for uint8 pixels (gRPC clients holding uint8 arrays).
+
+One more signature, ``classify``, serves TF Serving's Classify API: input ``inputs``
+(serialized ``tf.Example`` strings [N]), outputs ``classes`` (the ten class names,
+string [N, 10]) and ``scores`` (their probabilities, float32 [N, 10]); its
+``method_name`` is set to ``tensorflow/serving/classify`` in the written
+``saved_model.pb`` (see ``mark_classify_signature``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -21,7 +28,14 @@ import tf_keras as keras
 
 from trainer.transform import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
 
-SERVING_SIGNATURES = ("serving_default", "predict_images", "predict_images_uint8")
+CLASSIFY_SIGNATURE = "classify"
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+SERVING_SIGNATURES = (
+    "serving_default",
+    "predict_images",
+    "predict_images_uint8",
+    CLASSIFY_SIGNATURE,
+)
 
 # Byte string of each value 0..255, to turn pixels back into the raw image bytes
 # the Transform graph expects.
@@ -102,6 +116,15 @@ class ServingModule(tf.Module):
     def serve_images_uint8(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._predict_pixels(images)
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify_examples(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        # TF Serving's Classify API reads a (label, score) pair per class from the
+        # string ``classes`` and float ``scores`` outputs, both [N, K].
+        predictions = self._predict_raw(tf.io.parse_example(inputs, self._raw_spec))
+        scores = predictions["probabilities"]
+        labels = tf.tile(self._class_names[None, :], [tf.shape(scores)[0], 1])
+        return {"classes": labels, "scores": scores}
+
     def _predict_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         image_bytes = pixels_to_image_bytes(images)
         # The Transform graph was traced on the parsed-example shape [N, 1].
@@ -120,6 +143,37 @@ def export_serving_model(
         "serving_default": module.serve_examples.get_concrete_function(),
         "predict_images": module.serve_images.get_concrete_function(),
         "predict_images_uint8": module.serve_images_uint8.get_concrete_function(),
+        CLASSIFY_SIGNATURE: module.classify_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, serving_model_dir, signatures=signatures)
+    mark_classify_signature(serving_model_dir)
     return serving_model_dir
+
+
+def mark_classify_signature(saved_model_dir: str) -> None:
+    """Set the ``classify`` signature's method_name to TF Serving's classify method.
+
+    TF Serving's Classify API only runs a signature whose method_name is
+    ``tensorflow/serving/classify``, but TF2's ``tf.saved_model.save`` writes
+    ``tensorflow/serving/predict`` for every signature and has no option to say
+    otherwise, so the written ``saved_model.pb`` is edited in place. The
+    fingerprint written next to it holds a checksum of that file and is rewritten
+    to match. ``tf.saved_model.load`` ignores method names, so nothing else changes.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.saved_model import pywrap_saved_model
+
+    pb_path = os.path.join(saved_model_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(pb_path, "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if CLASSIFY_SIGNATURE in meta_graph.signature_def:
+            meta_graph.signature_def[CLASSIFY_SIGNATURE].method_name = CLASSIFY_METHOD_NAME
+    with tf.io.gfile.GFile(pb_path, "wb") as f:
+        f.write(saved_model.SerializeToString(deterministic=True))
+    fingerprint_path = os.path.join(saved_model_dir, "fingerprint.pb")
+    if tf.io.gfile.exists(fingerprint_path):
+        fingerprint = pywrap_saved_model.fingerprinting.CreateFingerprintDef(saved_model_dir)
+        with tf.io.gfile.GFile(fingerprint_path, "wb") as f:
+            f.write(fingerprint)

@@ -1,0 +1,77 @@
+"""Prometheus metrics of the server: requests by API, method, model and status
+code, their latencies, the sizes of the batches run, and which versions are
+loaded (read from the registry at scrape time, so it is never stale). Served in
+the text exposition format at ``/monitoring/prometheus/metrics``, the path TF
+Serving uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from serving.versions import ModelRegistry
+
+METRICS_PATH = "/monitoring/prometheus/metrics"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0)
+
+
+class _VersionCollector:
+    def __init__(self, models: ModelRegistry) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        loaded = GaugeMetricFamily(
+            "serving_model_version_available",
+            "1 for each model version being served",
+            labels=["model", "version"],
+        )
+        states = GaugeMetricFamily(
+            "serving_model_version_state",
+            "TF Serving state number of every version seen (30 AVAILABLE, 50 END)",
+            labels=["model", "version"],
+        )
+        for name, served in self._models.models.items():
+            for version in sorted(served.serving):
+                loaded.add_metric([name, str(version)], 1)
+            for version, status in sorted(served.statuses.items()):
+                states.add_metric([name, str(version)], status.state.value)
+        yield loaded
+        yield states
+
+
+class ServingMetrics:
+    """The counters and histograms the REST and gRPC layers record into."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "serving_requests",
+            "Requests answered, by API, method, model and status code",
+            ["api", "method", "model", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "serving_request_latency_seconds",
+            "Time from request received to response ready, by API and method",
+            ["api", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "serving_batch_size",
+            "Rows per signature call run (1 when batching is off)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.registry.register(_VersionCollector(models))
+
+    def record(self, api: str, method: str, model: str, code: str, seconds: float) -> None:
+        self.requests.labels(api, method, model, code).inc()
+        self.latency.labels(api, method).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,215 @@
+"""Real model versions for the serving tests, and the tests of what TF Serving needs
+from them (the ``classify`` signature and its method name).
+
+``exported_versions()`` builds, once per test process, a real Transform output
+(``preprocessing_fn`` analysed by tensorflow_transform on Beam), trains the CNN a
+few steps twice with different seeds on MNIST fixture images, and exports both
+with ``trainer.export``. ``push()`` publishes one into a base path the way the
+Pusher does; ``ServerProcess`` runs ``python -m serving.server`` on free localhost
+ports. The other ``test_serving_*`` modules import these.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+import tf_keras as keras
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+from components.convert import image_to_example
+from components.datasets import get_dataset
+from components.idx import read_idx_pair
+from components.publish import publish_saved_model
+from trainer.export import CLASSIFY_METHOD_NAME, export_serving_model
+from trainer.hparams import HParams
+from trainer.model import build_model
+from trainer.model_fn import IMAGE_KEY, cnn_model_fn
+from trainer.transform import LABEL_KEY, preprocessing_fn
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "fixtures" / "mnist"
+MODEL_NAME = "mnist"
+CLASS_NAMES = get_dataset("mnist").class_names
+_built: dict[str, list[Path]] = {}
+
+
+def mnist_images(split: str = "t10k") -> tuple[np.ndarray, np.ndarray]:
+    """Fixture images uint8 [n, 28, 28] and labels (t10k: 200, train: 300)."""
+    return read_idx_pair(
+        FIXTURE / f"{split}-images-idx3-ubyte.gz", FIXTURE / f"{split}-labels-idx1-ubyte.gz"
+    )
+
+
+def serialized_example(image: np.ndarray, label: int = 0) -> bytes:
+    return image_to_example(image, int(label)).SerializeToString()
+
+
+def _transform_output(root: Path, images: np.ndarray, labels: np.ndarray) -> tft.TFTransformOutput:
+    raw_spec = {
+        IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+        LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64),
+    }
+    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
+    rows = [{IMAGE_KEY: [images[i].tobytes()], LABEL_KEY: [int(labels[i])]} for i in range(8)]
+    output_dir = root / "transform_output"
+    with tft_beam.Context(temp_dir=str(root / "tft_tmp")):
+        transform_fn = (rows, raw_metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
+    metadata_io.write_metadata(
+        raw_metadata, str(output_dir / tft.TFTransformOutput.RAW_METADATA_DIR)
+    )
+    return tft.TFTransformOutput(str(output_dir))
+
+
+def exported_versions() -> list[Path]:
+    """Two exported SavedModels (seeds 0 and 1, 10 steps of 20 MNIST fixture images each)."""
+    if "paths" not in _built:
+        root = Path(tempfile.mkdtemp(prefix="serving-models-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        images, labels = mnist_images("train")
+        tft_output = _transform_output(root, images, labels)
+        paths = []
+        for seed in (0, 1):
+            keras.utils.set_random_seed(seed)
+            model = build_model(cnn_model_fn, HParams().to_params())
+            model.fit(
+                {IMAGE_KEY: images[:200].astype(np.float32)[..., None] / np.float32(255)},
+                labels[:200].astype(np.int64),
+                batch_size=20,
+                epochs=1,
+                verbose=0,
+            )
+            path = root / f"export-seed{seed}"
+            export_serving_model(model, tft_output, str(path), CLASS_NAMES)
+            paths.append(path)
+        _built["paths"] = paths
+    return _built["paths"]
+
+
+def push(export_dir: Path, base_path: Path, version: int) -> int:
+    """Publish like the Pusher (hidden name, then rename), as exactly ``version``."""
+    pushed, _ = publish_saved_model(export_dir, base_path, now=version)
+    assert pushed == version
+    return pushed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m serving.server`` in a subprocess on free localhost ports."""
+
+    def __init__(self, log_dir: Path, *args: str) -> None:
+        self.rest_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.rest_port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.log_path = log_dir / f"server-{self.rest_port}.log"
+        command = [
+            sys.executable, "-m", "serving.server", "--verbose",
+            "--rest-port", str(self.rest_port), "--grpc-port", str(self.grpc_port),
+            "--poll-seconds", "0.2", *args,
+        ]  # fmt: skip
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.process = subprocess.Popen(
+            command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_until(self, predicate, timeout: float = 120.0, what: str = "ready") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if predicate():
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"server not {what} after {timeout} s:\n{self.log()}")
+
+    def serving_versions(self, model: str = MODEL_NAME) -> list[int]:
+        response = requests.get(f"{self.url}/healthz", timeout=5)
+        return response.json()["serving_versions"].get(model, [])
+
+    def wait_serving(self, versions: list[int], model: str = MODEL_NAME) -> None:
+        self.wait_until(
+            lambda: self.serving_versions(model) == versions, what=f"serving {versions}"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def test_export_has_classify_signature_with_tf_serving_method_name():
+    """The classify signature is marked tensorflow/serving/classify in saved_model.pb, with the
+    input and outputs TF Serving's Classify API needs; the other signatures stay predict."""
+    export_dir = exported_versions()[0]
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    signatures = saved_model.meta_graphs[0].signature_def
+    methods = {name: signatures[name].method_name for name in signatures}
+    assert methods == {
+        "classify": CLASSIFY_METHOD_NAME,
+        "serving_default": "tensorflow/serving/predict",
+        "predict_images": "tensorflow/serving/predict",
+        "predict_images_uint8": "tensorflow/serving/predict",
+        "__saved_model_init_op": "",
+    }
+    classify = signatures["classify"]
+    assert list(classify.inputs) == ["inputs"]
+    assert classify.inputs["inputs"].dtype == tf.string.as_datatype_enum
+    assert {key: info.dtype for key, info in classify.outputs.items()} == {
+        "classes": tf.string.as_datatype_enum,
+        "scores": tf.float32.as_datatype_enum,
+    }
+
+
+def test_classify_signature_scores_equal_probabilities():
+    """classify's scores are serving_default's probabilities, its classes the class names."""
+    loaded = tf.saved_model.load(str(exported_versions()[0]))
+    images, labels = mnist_images()
+    examples = tf.constant(
+        [serialized_example(im, lb) for im, lb in zip(images[:5], labels[:5], strict=True)]
+    )
+    classified = loaded.signatures["classify"](inputs=examples)
+    predicted = loaded.signatures["serving_default"](examples=examples)
+    np.testing.assert_array_equal(classified["scores"].numpy(), predicted["probabilities"].numpy())
+    assert classified["classes"].numpy().tolist() == [[n.encode() for n in CLASS_NAMES]] * 5
+
+
+def test_fingerprint_matches_edited_saved_model():
+    """After the method-name edit the fingerprint's checksum is that of the new saved_model.pb."""
+    from tensorflow.python.saved_model import pywrap_saved_model
+
+    export_dir = exported_versions()[0]
+    written = (export_dir / "fingerprint.pb").read_bytes()
+    assert written == pywrap_saved_model.fingerprinting.CreateFingerprintDef(str(export_dir))
