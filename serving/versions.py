@@ -136,7 +136,9 @@ class ServedModel:
             self.serving = {**self.serving, version: servable}
             self._set_state(version, VersionState.AVAILABLE)
             logger.info("serving %s version %d", self.config.name, version)
-        # Unloading only after every wanted version is up keeps something serving.
+        # Unloading only after every wanted version is up keeps something serving;
+        # wanted again without the versions that just failed, whose predecessors stay.
+        wanted = self.config.policy.select([v for v in present if v not in self.failed])
         for version in sorted(set(self.serving) - set(wanted)):
             self._set_state(version, VersionState.UNLOADING)
             self.serving = {v: s for v, s in self.serving.items() if v != version}

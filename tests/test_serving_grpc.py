@@ -21,28 +21,20 @@ from tensorflow_serving.apis import (
 from test_serving_models import (
     CLASS_NAMES,
     MODEL_NAME,
+    SHARED_VERSION,
     ServerProcess,
     exported_versions,
     mnist_images,
-    push,
     serialized_example,
+    shared_server,
 )
 
-VERSION = 100
+VERSION = SHARED_VERSION
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grpc")
-    push(exported_versions()[0], root / MODEL_NAME, VERSION)
-    process = ServerProcess(
-        root, "--model-base-path", str(root / MODEL_NAME), "--label", f"stable={VERSION}"
-    )
-    try:
-        process.wait_serving([VERSION])
-        yield process
-    finally:
-        process.stop()
+def server() -> ServerProcess:
+    return shared_server()
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist"
 MODEL_NAME = "mnist"
 CLASS_NAMES = get_dataset("mnist").class_names
-_built: dict[str, list[Path]] = {}
+_built: dict[str, object] = {}
 
 
 def mnist_images(split: str = "t10k") -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +167,30 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+SHARED_VERSION = 100
+SHARED_MAX_REQUEST_BYTES = 200_000
+
+
+def shared_server() -> ServerProcess:
+    """One server for the read-only tests of every module (REST, gRPC, client), started once
+    per test process: version SHARED_VERSION of the seed-0 model, labelled ``stable``,
+    requests limited to SHARED_MAX_REQUEST_BYTES."""
+    if "server" not in _built:
+        root = Path(tempfile.mkdtemp(prefix="serving-shared-"))
+        push(exported_versions()[0], root / MODEL_NAME, SHARED_VERSION)
+        process = ServerProcess(
+            root,
+            "--model-base-path", str(root / MODEL_NAME),
+            "--label", f"stable={SHARED_VERSION}",
+            "--max-request-bytes", str(SHARED_MAX_REQUEST_BYTES),
+        )  # fmt: skip
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        atexit.register(process.stop)
+        process.wait_serving([SHARED_VERSION])
+        _built["server"] = process
+    return _built["server"]
 
 
 def test_export_has_classify_signature_with_tf_serving_method_name():

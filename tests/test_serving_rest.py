@@ -16,31 +16,20 @@ import tensorflow as tf
 from test_serving_models import (
     CLASS_NAMES,
     MODEL_NAME,
+    SHARED_VERSION,
     ServerProcess,
     exported_versions,
     mnist_images,
-    push,
     serialized_example,
+    shared_server,
 )
 
-VERSION = 100
+VERSION = SHARED_VERSION
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rest")
-    push(exported_versions()[0], root / MODEL_NAME, VERSION)
-    process = ServerProcess(
-        root,
-        "--model-base-path", str(root / MODEL_NAME),
-        "--label", f"stable={VERSION}",
-        "--max-request-bytes", "200000",
-    )  # fmt: skip
-    try:
-        process.wait_serving([VERSION])
-        yield process
-    finally:
-        process.stop()
+def server() -> ServerProcess:
+    return shared_server()
 
 
 @pytest.fixture(scope="module")
