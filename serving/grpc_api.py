@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -42,12 +43,35 @@ def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
     return None, None
 
 
-def tensor_to_array(key: str, proto: Any) -> np.ndarray:
+def tensor_to_array(key: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     """A TensorProto as numpy (strings as an object array of bytes); 400 when malformed."""
     try:
+        if proto.tensor_content and proto.dtype in _NUMPY_DTYPES:
+            # tf.make_ndarray takes ~10x longer for the common packed-bytes case.
+            shape = [dim.size for dim in proto.tensor_shape.dim]
+            return np.frombuffer(proto.tensor_content, _NUMPY_DTYPES[proto.dtype]).reshape(shape)
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as error:
         raise invalid_argument(f"input '{key}': malformed TensorProto ({error})") from None
+
+
+def array_to_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """numpy to TensorProto, packing numeric arrays as bytes (what TF Serving sends)."""
+    dtype = tf.dtypes.as_dtype(array.dtype) if array.dtype != object else None
+    if dtype is None or dtype.as_datatype_enum not in _NUMPY_DTYPES:
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(
+        dtype=dtype.as_datatype_enum, tensor_content=np.ascontiguousarray(array).tobytes()
+    )
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+_NUMPY_DTYPES = {
+    tf.dtypes.as_dtype(dtype).as_datatype_enum: np.dtype(dtype)
+    for dtype in (np.float32, np.float64, np.int32, np.int64, np.uint8, np.int8, np.int16)
+}
 
 
 class _Calls:
@@ -105,7 +129,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = predict_pb2.PredictResponse()
             response.model_spec.CopyFrom(model_spec(servable, signature.name))
             for key in wanted:
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+                response.outputs[key].CopyFrom(array_to_tensor(outputs[key]))
             return response
 
         return await self.calls.run("predict", request.model_spec.name, context, work)
