@@ -17,11 +17,14 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serving.errors import ServingError
-from serving.signatures import ServableModel, Signature
+
+if TYPE_CHECKING:
+    from serving.signatures import ServableModel, Signature
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import invalid_argument, not_found, unavailable
-from serving.signatures import ServableModel, warm_up
+
+if TYPE_CHECKING:  # TensorFlow is imported only when a version is loaded
+    from serving.signatures import ServableModel
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +90,12 @@ def list_version_dirs(base_path: Path) -> list[int]:
     return sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit() and p.is_dir())
 
 
-Loader = Callable[[str, int, str], ServableModel]
+Loader = Callable[[str, int, str], "ServableModel"]
 
 
 def load_and_warm_up(model_name: str, version: int, path: str) -> ServableModel:
+    from serving.signatures import ServableModel, warm_up
+
     servable = ServableModel(model_name, version, path)
     warm_up(servable)
     return servable
