@@ -10,6 +10,7 @@ filesystem; the TFX executor that calls them is ``components/pusher.py``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -63,6 +64,36 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def tree_digest(root: str | os.PathLike) -> str:
+    """sha256 over every file's relative path and bytes under ``root``."""
+    digest = hashlib.sha256()
+    base = Path(root)
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(base)).encode())
+        digest.update(b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def current_version_if_same(
+    model_dir: str | os.PathLike, base_dir: str | os.PathLike
+) -> tuple[int, str] | None:
+    """(version, path) of the newest version when it holds exactly ``model_dir``'s files.
+
+    A re-run that blesses the model already being served (the Evaluator re-runs
+    once it has that model as its own baseline) must not publish a copy of it.
+    """
+    versions = list_versions(base_dir)
+    if not versions:
+        return None
+    newest = Path(base_dir) / str(versions[-1])
+    if tree_digest(newest) == tree_digest(model_dir):
+        return versions[-1], str(newest)
+    return None
 
 
 def publish_saved_model(

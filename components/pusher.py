@@ -17,7 +17,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from components.publish import publish_saved_model
+from components.publish import current_version_if_same, publish_saved_model
 
 
 class AtomicPushExecutor(tfx_pusher_executor.Executor):
@@ -44,9 +44,14 @@ class AtomicPushExecutor(tfx_pusher_executor.Executor):
         )
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError("AtomicPushExecutor pushes to a filesystem destination only")
-        version, serving_path = publish_saved_model(
-            model_path, destination.filesystem.base_directory
-        )
+        base_directory = destination.filesystem.base_directory
+        current = current_version_if_same(model_path, base_directory)
+        if current is not None:
+            version, serving_path = current
+            logging.info("version %d already serves this model; nothing new published", version)
+            model_push.set_int_custom_property("reused_version", 1)
+        else:
+            version, serving_path = publish_saved_model(model_path, base_directory)
         # Archive copy under the artifact's own URI, as the stock Pusher does.
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))

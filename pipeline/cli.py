@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="blessing floor on overall eval accuracy (default: 0.98 mnist, 0.88 fashion_mnist)",
     )
+    run.add_argument(
+        "--min-class-accuracy",
+        type=float,
+        help="blessing floor on each class's eval accuracy "
+        "(default: 0.95 mnist, 0.60 fashion_mnist; 0 turns it off)",
+    )
+    run.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        help="how far overall accuracy may fall below the latest blessed model's (default: 0)",
+    )
     run.add_argument("--epochs", type=int, help="hparams.epochs (default 3)")
     run.add_argument("--batch-size", type=int, help="hparams.batch_size (default 100)")
     run.add_argument("--learning-rate", type=float, help="hparams.learning_rate (default 1e-3)")
@@ -187,6 +198,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         serving_root=args.serving_root,
         model_name=args.model_name,
         min_accuracy=args.min_accuracy,
+        min_class_accuracy=args.min_class_accuracy,
+        max_accuracy_drop=args.max_accuracy_drop,
         hparams=overrides,
         enable_cache=not args.no_cache,
     )
@@ -195,16 +208,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run_summary import format_summary, summarize_run
 
     run_local(config)
-    summary = summarize_run(str(config.metadata), config.name)
-    summary.class_names = list(get_dataset(config.dataset).class_names)
+    summary = summarize_run(
+        str(config.metadata), config.name, get_dataset(config.dataset).class_names
+    )
     summary.wall_seconds = round(time.perf_counter() - started, 1)
     print(format_summary(summary, config.dataset))
     if args.summary_json:
         args.summary_json.write_text(summary.to_json() + "\n", encoding="utf-8")
     if summary.blessed is False:
+        reasons = "; ".join(summary.gate_failures)
         print(
-            f"error: the Evaluator did not bless the model: eval accuracy {summary.accuracy:.4f} "
-            f"is below the floor {config.accuracy_floor:.4f}; nothing was pushed",
+            f"error: the Evaluator did not bless the model ({reasons}); nothing was pushed",
             file=sys.stderr,
         )
         return EXIT_NOT_BLESSED
@@ -222,8 +236,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    summary = summarize_run(str(config.metadata), config.name)
-    summary.class_names = list(get_dataset(config.dataset).class_names)
+    summary = summarize_run(
+        str(config.metadata), config.name, get_dataset(config.dataset).class_names
+    )
     print(format_summary(summary, config.dataset))
     return EXIT_OK
 

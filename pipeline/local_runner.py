@@ -42,6 +42,8 @@ def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
         hparams=hparams.to_params(),
         class_names=info.class_names,
         min_accuracy=config.accuracy_floor,
+        min_class_accuracy=config.class_accuracy_floors,
+        max_accuracy_drop=config.accuracy_drop_allowed,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(config.metadata.resolve())
         ),

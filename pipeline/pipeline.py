@@ -5,7 +5,7 @@ parameter and refers to user code (``trainer``) by module path only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow_model_analysis as tfma
@@ -33,8 +33,45 @@ COMPONENT_ORDER = (
 )
 
 
-def make_eval_config(min_accuracy: float) -> tfma.EvalConfig:
-    """Accuracy overall and per true class; blessed only if overall accuracy >= min_accuracy."""
+def _accuracy_threshold(lower_bound: float, max_drop: float | None = None) -> tfma.MetricThreshold:
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound})
+    )
+    if max_drop is not None:
+        # Candidate minus baseline must be >= -max_drop; TFMA wants a strictly
+        # negative bound for "must not drop", hence the tiny epsilon.
+        threshold.change_threshold.CopyFrom(
+            tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                absolute={"value": -max(max_drop, 1e-10)},
+            )
+        )
+    return threshold
+
+
+def make_eval_config(
+    min_accuracy: float,
+    min_class_accuracy: Mapping[int, float] | None = None,
+    max_accuracy_drop: float = 0.0,
+) -> tfma.EvalConfig:
+    """Accuracy overall and per true class. Blessed only if overall accuracy reaches
+    ``min_accuracy``, does not fall more than ``max_accuracy_drop`` below the latest
+    blessed model's (when there is one), and each class reaches its floor in
+    ``min_class_accuracy``."""
+    per_slice = [
+        # Thresholds per slice: a bare `threshold` would apply to every slice.
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec()],
+            threshold=_accuracy_threshold(min_accuracy, max_accuracy_drop),
+        )
+    ]
+    for label, floor in sorted((min_class_accuracy or {}).items()):
+        per_slice.append(
+            tfma.PerSliceMetricThreshold(
+                slicing_specs=[tfma.SlicingSpec(feature_values={LABEL_KEY: str(label)})],
+                threshold=_accuracy_threshold(floor),
+            )
+        )
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -50,18 +87,7 @@ def make_eval_config(min_accuracy: float) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="ExampleCount"),
                     tfma.MetricConfig(
                         class_name="SparseCategoricalAccuracy",
-                        # Only on the overall slice: a bare `threshold` would apply
-                        # to every per-class slice too.
-                        per_slice_thresholds=[
-                            tfma.PerSliceMetricThreshold(
-                                slicing_specs=[tfma.SlicingSpec()],
-                                threshold=tfma.MetricThreshold(
-                                    value_threshold=tfma.GenericValueThreshold(
-                                        lower_bound={"value": min_accuracy}
-                                    )
-                                ),
-                            )
-                        ],
+                        per_slice_thresholds=per_slice,
                     ),
                 ]
             )
@@ -78,6 +104,8 @@ def create_pipeline(
     hparams: dict[str, Any],
     class_names: Sequence[str],
     min_accuracy: float,
+    min_class_accuracy: Mapping[int, float] | None = None,
+    max_accuracy_drop: float = 0.0,
     metadata_connection_config: Any | None = None,
     beam_pipeline_args: Sequence[str] = (),
     code_fingerprint: str = "",
@@ -130,12 +158,20 @@ def create_pipeline(
             "code_fingerprint": code_fingerprint,
         },
     )
-    # Accuracy overall and per class on the eval split; blesses the model or not.
+    # The latest model this pipeline blessed: the baseline the candidate must not fall below.
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    # Accuracy overall and per class on the eval split, against the floors and the
+    # baseline; blesses the model or not.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
+        baseline_model=baseline_resolver.outputs["model"],
         schema=schema_gen.outputs["schema"],
-        eval_config=make_eval_config(min_accuracy),
+        eval_config=make_eval_config(min_accuracy, min_class_accuracy, max_accuracy_drop),
         example_splits=["eval"],
     )
     # Publishes a blessed model as the next integer version, atomically.
@@ -157,6 +193,7 @@ def create_pipeline(
             example_validator,
             transform,
             trainer,
+            baseline_resolver,
             evaluator,
             pusher,
         ],

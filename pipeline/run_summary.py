@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,13 +44,18 @@ class RunSummary:
     pushed: bool = False
     pushed_version: str | None = None
     pushed_path: str | None = None
+    # The blessed model was already the newest version, so no copy was published.
+    push_reused_version: bool = False
     training: dict[str, Any] | None = None
     class_names: list[str] = field(default_factory=list)
     wall_seconds: float | None = None
+    gate_failures: list[str] = field(default_factory=list)
 
     @property
     def all_cached(self) -> bool:
-        return bool(self.components) and all(c.state == "CACHED" for c in self.components)
+        # Resolver nodes pick inputs on every run; they have nothing to cache.
+        work = [c for c in self.components if not c.name.endswith("_resolver")]
+        return bool(work) and all(c.state == "CACHED" for c in work)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -120,11 +126,21 @@ def read_example_counts(statistics_uri: str) -> dict[str, int]:
     return counts
 
 
+def _candidate_model_name(evaluation_uri: str) -> str | None:
+    """'candidate' when the Evaluator compared against a baseline, else None."""
+    path = os.path.join(evaluation_uri, "eval_config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return "candidate" if '"candidate"' in text else None
+
+
 def read_accuracy(evaluation_uri: str) -> tuple[float | None, dict[int, float], dict[int, int]]:
     """Overall accuracy and per-label accuracy and example count, as TFMA wrote them."""
     import tensorflow_model_analysis as tfma
 
-    result = tfma.load_eval_result(evaluation_uri)
+    result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_model_name(evaluation_uri))
     overall, per_class, counts = None, {}, {}
     for slice_key, metrics in result.slicing_metrics:
         values = metrics.get("", {}).get("", {})
@@ -140,10 +156,60 @@ def read_accuracy(evaluation_uri: str) -> tuple[float | None, dict[int, float], 
     return overall, dict(sorted(per_class.items())), dict(sorted(counts.items()))
 
 
-def summarize_run(metadata_path: str, pipeline_name: str) -> RunSummary:
+def _describe_slice(slice_key: Any, class_names: Sequence[str]) -> str:
+    parts = list(slice_key.single_slice_keys)
+    if not parts:
+        return "overall"
+    described = []
+    for part in parts:
+        value = part.int64_value if part.HasField("int64_value") else part.bytes_value.decode()
+        if part.column == "label" and str(value).isdigit() and int(value) < len(class_names):
+            described.append(f"class {value} ({class_names[int(value)]})")
+        else:
+            described.append(f"{part.column}={value}")
+    return ", ".join(described)
+
+
+def read_gate_failures(
+    evaluation_uri: str, candidate_accuracy: float | None, class_names: Sequence[str]
+) -> list[str]:
+    """Why TFMA refused to bless: one line per failed threshold, with the numbers."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(evaluation_uri)
+    if result.validation_ok:
+        return []
+    lines = []
+    for per_slice in result.metric_validations_per_slice:
+        where = _describe_slice(per_slice.slice_key, class_names)
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value
+            threshold = failure.metric_threshold
+            if failure.metric_key.is_diff:
+                bound = threshold.change_threshold.absolute.value
+                baseline = (
+                    f", baseline {candidate_accuracy - value:.4f}" if candidate_accuracy else ""
+                )
+                lines.append(
+                    f"{where}: accuracy fell below the latest blessed model's: candidate "
+                    f"{candidate_accuracy:.4f}{baseline}, change {value:+.4f}, "
+                    f"allowed change >= {bound:+.4f}"
+                )
+            else:
+                bound = threshold.value_threshold.lower_bound.value
+                lines.append(f"{where}: accuracy {value:.4f} is below the floor {bound:.4f}")
+    for missing in result.missing_slices:
+        lines.append(f"slice {missing} named in a threshold had no examples")
+    return lines or ["the Evaluator's validation failed (see validations in the evaluation output)"]
+
+
+def summarize_run(
+    metadata_path: str, pipeline_name: str, class_names: Sequence[str] = ()
+) -> RunSummary:
     store = open_store(metadata_path)
     run = latest_run_context(store, pipeline_name)
-    summary = RunSummary(pipeline_name=pipeline_name, run_id=run.name)
+    class_names = list(class_names) or [str(i) for i in range(10)]
+    summary = RunSummary(pipeline_name=pipeline_name, run_id=run.name, class_names=class_names)
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
     for execution in executions:
         name = node_name_of(store, execution.id, pipeline_name)
@@ -159,9 +225,11 @@ def summarize_run(metadata_path: str, pipeline_name: str) -> RunSummary:
         if "statistics" in outputs and name.startswith("StatisticsGen"):
             summary.example_counts = read_example_counts(outputs["statistics"][0].uri)
         if "evaluation" in outputs:
+            uri = outputs["evaluation"][0].uri
             summary.accuracy, summary.per_class_accuracy, summary.per_class_count = read_accuracy(
-                outputs["evaluation"][0].uri
+                uri
             )
+            summary.gate_failures = read_gate_failures(uri, summary.accuracy, class_names)
         if "blessing" in outputs:
             summary.blessed = bool(_custom(outputs["blessing"][0], "blessed"))
         if "pushed_model" in outputs:
@@ -169,6 +237,7 @@ def summarize_run(metadata_path: str, pipeline_name: str) -> RunSummary:
             summary.pushed = bool(_custom(pushed, "pushed"))
             summary.pushed_version = _custom(pushed, "pushed_version")
             summary.pushed_path = _custom(pushed, "pushed_destination")
+            summary.push_reused_version = bool(_custom(pushed, "reused_version"))
         if "model_run" in outputs:
             stats_path = os.path.join(outputs["model_run"][0].uri, "training_stats.json")
             if os.path.exists(stats_path):
@@ -197,7 +266,14 @@ def format_summary(summary: RunSummary, dataset: str) -> str:
         )
     blessing = {True: "BLESSED", False: "NOT blessed", None: "no decision"}[summary.blessed]
     lines.append(f"evaluator: {blessing}")
-    if summary.pushed:
+    for failure in summary.gate_failures:
+        lines.append(f"  failed: {failure}")
+    if summary.pushed and summary.push_reused_version:
+        lines.append(
+            f"pushed: nothing new; version {summary.pushed_version} at {summary.pushed_path} "
+            "already serves this model"
+        )
+    elif summary.pushed:
         lines.append(f"pushed: version {summary.pushed_version} at {summary.pushed_path}")
     else:
         lines.append("pushed: nothing (model not blessed or push cached)")

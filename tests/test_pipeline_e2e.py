@@ -54,23 +54,32 @@ def pipeline_args(dataset: str, root: Path, *extra: str) -> list[str]:
         # separate a trained model from an untrained one (10 %).
         "--min-accuracy",
         "0.4",
+        "--min-class-accuracy",
+        "0",
         *extra,
     ]
 
 
 class PipelineRun:
+    """Three runs of one pipeline on unchanged data. The second finds the first's
+    model as its blessed baseline, so the Evaluator (and Pusher) run again once; the
+    third is fully cached."""
+
     def __init__(self, dataset: str, root: Path) -> None:
         self.dataset = dataset
         self.root = root
-        self.first = run_cli(
-            *pipeline_args(dataset, root, "--summary-json", str(root / "first.json")), cwd=root
-        )
-        self.first_summary = _load(root / "first.json")
+        self.first, self.first_summary = self._run("first")
         self.serving_listing_after_first = _listing(self.serving_dir)
-        self.second = run_cli(
-            *pipeline_args(dataset, root, "--summary-json", str(root / "second.json")), cwd=root
+        self.second, self.second_summary = self._run("second")
+        self.third, self.third_summary = self._run("third")
+
+    def _run(self, name: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+        summary_path = self.root / f"{name}.json"
+        proc = run_cli(
+            *pipeline_args(self.dataset, self.root, "--summary-json", str(summary_path)),
+            cwd=self.root,
         )
-        self.second_summary = _load(root / "second.json")
+        return proc, _load(summary_path)
 
     @property
     def metadata(self) -> Path:
@@ -97,6 +106,15 @@ def pipeline_run(request, tmp_path_factory) -> PipelineRun:
     return PipelineRun(request.param, root)
 
 
+RESOLVER = "latest_blessed_model_resolver"
+RE_EVALUATED = ("Evaluator", "Pusher")
+
+
+def _components(summary: dict, state: bool = False) -> list:
+    rows = [c for c in summary["components"] if c["name"] != RESOLVER]
+    return [c["state"] if state else c["name"] for c in rows]
+
+
 def _fail_text(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
 
@@ -104,8 +122,10 @@ def _fail_text(proc: subprocess.CompletedProcess) -> str:
 def test_first_run_completes_every_component_once(pipeline_run):
     assert pipeline_run.first.returncode == 0, _fail_text(pipeline_run.first)
     summary = pipeline_run.first_summary
-    assert [c["name"] for c in summary["components"]] == list(COMPONENT_ORDER)
+    assert _components(summary) == list(COMPONENT_ORDER)
     assert {c["state"] for c in summary["components"]} == {"COMPLETE"}
+    # The baseline resolver ran too (it found no blessed model yet).
+    assert RESOLVER in [c["name"] for c in summary["components"]]
 
     from ml_metadata import metadata_store
     from ml_metadata.proto import metadata_store_pb2
@@ -117,12 +137,13 @@ def test_first_run_completes_every_component_once(pipeline_run):
     for component in COMPONENT_ORDER:
         node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
         assert node is not None, component
-        executions = store.get_executions_by_context(node.id)
-        # Once in the first run, once (cached) in the second.
-        states = sorted(
-            metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in executions
-        )
-        assert states == ["CACHED", "COMPLETE"], (component, states)
+        executions = sorted(store.get_executions_by_context(node.id), key=lambda e: e.id)
+        states = [metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in executions]
+        if component in RE_EVALUATED:
+            # Second run: the first run's model is now the baseline, a new input.
+            assert states == ["COMPLETE", "COMPLETE", "CACHED"], (component, states)
+        else:
+            assert states == ["COMPLETE", "CACHED", "CACHED"], (component, states)
 
 
 def test_summary_counts_accuracy_and_blessing(pipeline_run):
@@ -178,10 +199,23 @@ def test_pushed_model_is_one_loadable_version(pipeline_run):
     assert accuracy == pytest.approx(pipeline_run.first_summary["accuracy"], abs=1e-6)
 
 
-def test_second_run_is_fully_cached_and_pushes_nothing_new(pipeline_run):
+def test_second_run_reevaluates_against_itself_and_pushes_nothing_new(pipeline_run):
     assert pipeline_run.second.returncode == 0, _fail_text(pipeline_run.second)
-    states = [c["state"] for c in pipeline_run.second_summary["components"]]
-    assert states == ["CACHED"] * len(COMPONENT_ORDER)
+    summary = pipeline_run.second_summary
+    states = dict(zip(_components(summary), _components(summary, state=True), strict=True))
+    assert [states[c] for c in COMPONENT_ORDER if c not in RE_EVALUATED] == ["CACHED"] * 6
+    assert summary["blessed"] is True
+    assert summary["push_reused_version"] is True
+    assert summary["pushed_version"] == pipeline_run.first_summary["pushed_version"]
+    assert "already serves this model" in pipeline_run.second.stdout
+    assert _listing(pipeline_run.serving_dir) == pipeline_run.serving_listing_after_first
+
+
+def test_third_run_is_fully_cached(pipeline_run):
+    assert pipeline_run.third.returncode == 0, _fail_text(pipeline_run.third)
+    summary = pipeline_run.third_summary
+    assert _components(summary) == list(COMPONENT_ORDER)
+    assert _components(summary, state=True) == ["CACHED"] * len(COMPONENT_ORDER)
     assert _listing(pipeline_run.serving_dir) == pipeline_run.serving_listing_after_first
 
 
@@ -190,7 +224,8 @@ def test_unblessed_model_is_not_pushed(tmp_path_factory):
     args = pipeline_args("mnist", root, "--epochs", "1", "--min-accuracy", "0.999")
     proc = run_cli(*args, cwd=root)
     assert proc.returncode == 3, _fail_text(proc)
-    assert "did not bless" in proc.stderr and "0.9990" in proc.stderr
+    assert "did not bless" in proc.stderr
+    assert "overall: accuracy" in proc.stderr and "is below the floor 0.9990" in proc.stderr
     assert "NOT blessed" in proc.stdout
     serving = root / "out" / "serving" / "mnist"
     assert not serving.exists() or list(serving.iterdir()) == []
@@ -212,3 +247,31 @@ def test_bad_input_stops_before_anything_is_written(tmp_path):
     assert "train-labels-idx1-ubyte" in proc.stderr and "sha256" in proc.stderr.lower()
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "data" / "tfrecords" / "mnist").exists()
+
+
+def test_worse_candidate_than_baseline_is_refused(pipeline_run):
+    """A model trained for 2 steps is judged against the blessed one: refused, nothing pushed."""
+    before = _listing(pipeline_run.serving_dir)
+    bytes_before = {
+        p: (pipeline_run.serving_dir / p).read_bytes()
+        for p in before
+        if (pipeline_run.serving_dir / p).is_file()
+    }
+    proc = run_cli(
+        *pipeline_args(
+            pipeline_run.dataset,
+            pipeline_run.root,
+            "--epochs",
+            "1",
+            "--param",
+            "max_steps=2",
+            "--min-accuracy",
+            "0",
+        ),
+        cwd=pipeline_run.root,
+    )
+    assert proc.returncode == 3, _fail_text(proc)
+    assert "fell below the latest blessed model's" in proc.stderr
+    assert "baseline" in proc.stderr and "allowed change >= -0.0000" in proc.stderr
+    assert _listing(pipeline_run.serving_dir) == before
+    assert {p: (pipeline_run.serving_dir / p).read_bytes() for p in bytes_before} == bytes_before

@@ -6,10 +6,12 @@ import pytest
 
 from components.publish import (
     TEMP_PREFIX,
+    current_version_if_same,
     list_versions,
     next_version,
     publish_saved_model,
     remove_stale_temporaries,
+    tree_digest,
 )
 
 NOW = 1_700_000_000.7
@@ -164,3 +166,22 @@ def test_remote_base_raises_not_implemented(saved_model, uri):
     """Remote filesystems cannot rename atomically, so they are refused."""
     with pytest.raises(NotImplementedError, match=r"atomic publishing needs a local or mounted"):
         publish_saved_model(saved_model, uri, now=NOW)
+
+
+def test_same_model_as_newest_version_is_recognised(saved_model, base):
+    """Re-blessing the model being served finds its version instead of copying it again."""
+    assert current_version_if_same(saved_model, base) is None
+    version, path = publish_saved_model(saved_model, base, now=1000)
+    assert current_version_if_same(saved_model, base) == (version, path)
+    (saved_model / "variables" / "variables.index").write_bytes(b"retrained")
+    assert current_version_if_same(saved_model, base) is None
+
+
+def test_tree_digest_covers_names_and_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        (root / "sub").mkdir(parents=True)
+        (root / "sub" / "f").write_bytes(b"x")
+    assert tree_digest(a) == tree_digest(b)
+    (b / "sub" / "f").rename(b / "sub" / "g")
+    assert tree_digest(a) != tree_digest(b)
