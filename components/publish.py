@@ -124,3 +124,22 @@ def publish_saved_model(
     _fsync_dir(base)
     logging.info("published %s as version %d at %s", source, version, final)
     return version, str(final)
+
+
+def prune_versions(base_dir: str | os.PathLike, keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` versions; returns the deleted ones.
+
+    Called only after a new version is in place, so a failed push never leaves
+    fewer than ``keep`` complete versions. Each old version is first renamed to a
+    hidden name, so TF Serving sees it disappear at once rather than half-deleted.
+    """
+    if keep < 1:
+        raise ValueError(f"keep_versions: expected >= 1, got {keep}")
+    base = Path(base_dir)
+    doomed = list_versions(base)[:-keep]
+    for version in doomed:
+        hidden = base / f"{TEMP_PREFIX}deleting-{version}"
+        os.rename(base / str(version), hidden)
+        shutil.rmtree(hidden)
+        logging.info("deleted old version %d (keeping the newest %d)", version, keep)
+    return doomed

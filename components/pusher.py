@@ -8,6 +8,7 @@ properties and changes only how the files reach the serving base path.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,11 +18,20 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from components.publish import current_version_if_same, publish_saved_model
+from components.publish import current_version_if_same, prune_versions, publish_saved_model
 
 
 class AtomicPushExecutor(tfx_pusher_executor.Executor):
-    """Stock Pusher semantics; the version directory appears whole or not at all."""
+    """Stock Pusher semantics; the version directory appears whole or not at all.
+
+    ``custom_config["keep_versions"]`` (when > 0) keeps only that many newest
+    versions, deleting older ones after the new one is in place.
+    """
+
+    @staticmethod
+    def _custom_config(exec_properties: dict[str, Any]) -> dict[str, Any] | None:
+        raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+        return json.loads(raw) if isinstance(raw, str) and raw else raw
 
     def Do(  # noqa: N802 - TFX's executor interface
         self,
@@ -52,6 +62,9 @@ class AtomicPushExecutor(tfx_pusher_executor.Executor):
             model_push.set_int_custom_property("reused_version", 1)
         else:
             version, serving_path = publish_saved_model(model_path, base_directory)
+            keep = int((self._custom_config(exec_properties) or {}).get("keep_versions", 0))
+            if keep:
+                prune_versions(base_directory, keep)
         # Archive copy under the artifact's own URI, as the stock Pusher does.
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))

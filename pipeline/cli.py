@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="how far overall accuracy may fall below the latest blessed model's (default: 0)",
     )
+    run.add_argument(
+        "--keep-versions",
+        type=int,
+        default=5,
+        help="keep the newest N pushed versions, deleting older ones after a push (default 5)",
+    )
     run.add_argument("--epochs", type=int, help="hparams.epochs (default 3)")
     run.add_argument("--batch-size", type=int, help="hparams.batch_size (default 100)")
     run.add_argument("--learning-rate", type=float, help="hparams.learning_rate (default 1e-3)")
@@ -192,6 +198,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.keep_versions < 1:
+        raise ValueError(f"--keep-versions: expected >= 1, got {args.keep_versions}")
     overrides = _hparam_overrides(args)
     config = _run_config(
         args,
@@ -200,6 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         min_accuracy=args.min_accuracy,
         min_class_accuracy=args.min_class_accuracy,
         max_accuracy_drop=args.max_accuracy_drop,
+        keep_versions=args.keep_versions,
         hparams=overrides,
         enable_cache=not args.no_cache,
     )

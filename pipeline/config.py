@@ -35,6 +35,7 @@ class RunConfig:
     min_accuracy: float | None = None
     min_class_accuracy: float | None = None
     max_accuracy_drop: float | None = None
+    keep_versions: int = 5
     hparams: dict[str, Any] = field(default_factory=dict)
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True

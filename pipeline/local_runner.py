@@ -44,6 +44,7 @@ def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
         min_accuracy=config.accuracy_floor,
         min_class_accuracy=config.class_accuracy_floors,
         max_accuracy_drop=config.accuracy_drop_allowed,
+        keep_versions=config.keep_versions,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(config.metadata.resolve())
         ),

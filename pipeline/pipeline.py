@@ -106,6 +106,7 @@ def create_pipeline(
     min_accuracy: float,
     min_class_accuracy: Mapping[int, float] | None = None,
     max_accuracy_drop: float = 0.0,
+    keep_versions: int = 5,
     metadata_connection_config: Any | None = None,
     beam_pipeline_args: Sequence[str] = (),
     code_fingerprint: str = "",
@@ -174,13 +175,15 @@ def create_pipeline(
         eval_config=make_eval_config(min_accuracy, min_class_accuracy, max_accuracy_drop),
         example_splits=["eval"],
     )
-    # Publishes a blessed model as the next integer version, atomically.
+    # Publishes a blessed model as the next integer version, atomically, keeping the
+    # newest `keep_versions` versions.
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
+        custom_config={"keep_versions": keep_versions},
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
     )
     return tfx.dsl.Pipeline(

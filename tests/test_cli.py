@@ -61,6 +61,7 @@ def test_unknown_dataset_is_rejected(capsys):
         (["--param", "nonsense=1"], "unknown hyperparameter 'nonsense'"),
         (["--param", "epochs=three"], "epochs expects int"),
         (["--batch-size", "0"], "hparams.batch_size"),
+        (["--keep-versions", "0"], "--keep-versions: expected >= 1, got 0"),
     ],
 )
 def test_bad_hyperparameters_fail_before_anything_runs(tmp_path, capsys, args, message):

@@ -9,6 +9,7 @@ from components.publish import (
     current_version_if_same,
     list_versions,
     next_version,
+    prune_versions,
     publish_saved_model,
     remove_stale_temporaries,
     tree_digest,
@@ -185,3 +186,17 @@ def test_tree_digest_covers_names_and_bytes(tmp_path):
     assert tree_digest(a) == tree_digest(b)
     (b / "sub" / "f").rename(b / "sub" / "g")
     assert tree_digest(a) != tree_digest(b)
+
+
+def test_prune_keeps_the_newest_versions(saved_model, base):
+    for now in (1000, 2000, 3000, 4000):
+        publish_saved_model(saved_model, base, now=now)
+    assert prune_versions(base, keep=2) == [1000, 2000]
+    assert list_versions(base) == [3000, 4000]
+    assert sorted(p.name for p in base.iterdir()) == ["3000", "4000"]
+    assert prune_versions(base, keep=5) == []
+
+
+def test_prune_rejects_keeping_nothing(base):
+    with pytest.raises(ValueError, match="keep_versions: expected >= 1, got 0"):
+        prune_versions(base, keep=0)
