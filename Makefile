@@ -15,7 +15,7 @@ PYTHON310 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.10*/bin/python3.
 	echo "$$p"; break; fi; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench lint format lock clean-output
+.PHONY: setup run test test-fast bench bench-serving lint format lock clean-output
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ test-fast: setup
 ## make bench: full-data pipeline timings from ML Metadata and Trainer vs bare fit throughput.
 bench: setup
 	$(PY) bench/bench_pipeline.py --dataset $(DATASET) $(ARGS)
+
+## make bench-serving: serving latency/throughput (REST, gRPC, batching on/off) next to a direct call.
+bench-serving: setup
+	$(PY) bench/bench_serving.py --base-path tfx_output/serving/$(DATASET) --model-name $(DATASET) $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -21,9 +21,15 @@ setup(
         "dill",
         "tensorflow-serving-api==2.16.1",
         "numpy",
+        # serving/: the TF-Serving-compatible server and its client
+        "aiohttp",
+        "prometheus-client",
+        "pillow",
+        "requests",
+        "orjson",
     ],
     extras_require={
-        "dev": ["pytest", "ruff"],
+        "dev": ["pytest", "ruff", "pyyaml"],
     },
     entry_points={"console_scripts": ["mnist-tfx=pipeline.cli:main"]},
 )

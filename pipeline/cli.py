@@ -1,10 +1,12 @@
-"""The ``mnist-tfx`` command line: ``fetch``, ``convert``, ``run`` and ``summary``.
+"""The ``mnist-tfx`` command line: ``fetch``, ``convert``, ``run``, ``summary``,
+``serve`` and ``predict``.
 
 Only argument parsing, printing and exit codes live here; the work is in
 ``components`` (data) and ``pipeline.local_runner`` / ``pipeline.run_summary``.
 
 Exit codes: 0 success; 1 unexpected failure; 2 bad usage or bad input data
-(nothing downstream written); 3 the Evaluator did not bless the model (nothing pushed).
+(nothing downstream written); 3 the Evaluator did not bless the model (nothing pushed);
+4 another run is using the same ML Metadata store (nothing done).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_BLESSED, EXIT_BUSY = 0, 1, 2, 3, 4
 DATASETS = ("mnist", "fashion_mnist")
 
 
@@ -147,6 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dataset(summary)
     _add_run_paths(summary)
+
+    from serving.client import add_predict_arguments
+    from serving.server import add_serve_arguments
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve pushed models over TF Serving's REST and gRPC APIs",
+        description="Serve OUTPUT_ROOT/serving/<model> over TF Serving's REST (8501) and gRPC "
+        "(8500) APIs on localhost, loading new versions as they are pushed.",
+    )
+    add_serve_arguments(serve)
+    predict = sub.add_parser(
+        "predict",
+        help="classify one image with a served model (REST or gRPC)",
+        description="Send one image (PNG/JPEG, IDX index or raw pixels) to a TF Serving "
+        "compatible server; print the class name and top-3 probabilities.",
+    )
+    add_predict_arguments(predict)
     return parser
 
 
@@ -252,7 +272,26 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"fetch": cmd_fetch, "convert": cmd_convert, "run": cmd_run, "summary": cmd_summary}
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.server import run_serve
+
+    return run_serve(args)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from serving.client import run_predict
+
+    return run_predict(args)
+
+
+COMMANDS = {
+    "fetch": cmd_fetch,
+    "convert": cmd_convert,
+    "run": cmd_run,
+    "summary": cmd_summary,
+    "serve": cmd_serve,
+    "predict": cmd_predict,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,9 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("absl").setLevel(logging.ERROR)
     from components.fetch import DataIntegrityError, FetchError
     from components.idx import IdxFormatError
+    from pipeline.metadata_lock import MetadataBusyError
 
     try:
         return COMMANDS[args.command](args)
+    except MetadataBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except (IdxFormatError, DataIntegrityError, FetchError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

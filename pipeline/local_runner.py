@@ -14,6 +14,7 @@ from components.convert import convert_dataset
 from components.datasets import get_dataset
 from components.fetch import fetch_dataset
 from pipeline.config import RunConfig, code_fingerprint
+from pipeline.metadata_lock import exclusive_metadata
 from pipeline.pipeline import create_pipeline
 from trainer.hparams import HParams
 
@@ -55,8 +56,11 @@ def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
 
 
 def run_local(config: RunConfig) -> None:
-    """Prepare the data and run the whole pipeline in this process."""
+    """Prepare the data and run the whole pipeline in this process, alone on its
+    metadata store (MetadataBusyError otherwise)."""
+    # Data first: bad input fails here, before anything under the output root exists.
     data_root = prepare_data(config)
-    pipeline = build_pipeline(config, data_root)
-    logging.info("running pipeline %s (root %s)", config.name, config.pipeline_root)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    with exclusive_metadata(config.metadata):
+        pipeline = build_pipeline(config, data_root)
+        logging.info("running pipeline %s (root %s)", config.name, config.pipeline_root)
+        tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -23,11 +23,20 @@ def test_every_subcommand_has_help(command, capsys):
     assert "--dataset" in out
 
 
+@pytest.mark.parametrize(("command", "option"), [("serve", "--rest-port"), ("predict", "--image")])
+def test_serving_subcommands_have_help(command, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: mnist-tfx {command}" in out and option in out
+
+
 def test_top_level_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in SUBCOMMANDS:
+    for command in (*SUBCOMMANDS, "serve", "predict"):
         assert command in out
 
 

@@ -351,15 +351,20 @@ def test_concurrent_single_image_requests_are_batched_with_equal_answers(server,
         assert response.status_code == 200, response.text
         return response.json()["predictions"][0]["probabilities"]
 
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        got = list(pool.map(one, range(len(all_images))))
-    # Joined batches have other sizes than the direct call's, and oneDNN's kernels
-    # sum in a size-dependent order: equal to float rounding, not bit for bit.
-    np.testing.assert_allclose(np.array(got, np.float32), expected["probabilities"], atol=1e-6)
-    assert np.array(got).argmax(axis=1).tolist() == expected["classes"].tolist()
-    metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10).text
-    single = _metric(metrics, 'serving_batch_size_bucket{le="1.0"}')
-    total = _metric(metrics, "serving_batch_size_count")
+    # Requests are only joined while the model threads are busy, which depends on how
+    # the machine schedules 32 threads: burst until a joined batch shows (at most 5 times).
+    for _ in range(5):
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            got = list(pool.map(one, range(len(all_images))))
+        # Joined batches have other sizes than the direct call's, and oneDNN's kernels
+        # sum in a size-dependent order: equal to float rounding, not bit for bit.
+        np.testing.assert_allclose(np.array(got, np.float32), expected["probabilities"], atol=1e-6)
+        assert np.array(got).argmax(axis=1).tolist() == expected["classes"].tolist()
+        metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10).text
+        single = _metric(metrics, 'serving_batch_size_bucket{le="1.0"}')
+        total = _metric(metrics, "serving_batch_size_count")
+        if single < total:
+            break
     assert total < _metric(
         metrics, 'serving_requests_total{api="rest",code="200",method="predict",model="mnist"}'
     )
