@@ -150,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(summary)
     _add_run_paths(summary)
 
+    versions = sub.add_parser(
+        "versions",
+        help="list pushed versions with accuracy, model, push time and MLMD lineage",
+        description="List the integer versions under the serving base path, newest first, with "
+        "what ML Metadata knows of each: accuracy, blessing, dataset, model, hyperparameters, "
+        "the MLMD ids from the push back to the examples, and the source files' sha256.",
+    )
+    _add_dataset(versions)
+    _add_run_paths(versions)
+    versions.add_argument("--serving-root", type=Path, help="default: OUTPUT_ROOT/serving")
+    versions.add_argument("--model-name", help="default: the dataset name")
+    versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     from serving.client import add_predict_arguments
     from serving.server import add_serve_arguments
 
@@ -272,6 +285,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_versions(args: argparse.Namespace) -> int:
+    from pipeline.lineage import format_versions, list_version_lineage, versions_json
+
+    config = _run_config(args, serving_root=args.serving_root, model_name=args.model_name)
+    if not config.metadata.exists():
+        print(
+            f"error: no metadata store at {config.metadata}; run the pipeline first",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    rows = list_version_lineage(str(config.metadata), str(config.serving_model_dir))
+    print(versions_json(rows) if args.json else format_versions(rows))
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import run_serve
 
@@ -289,6 +317,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "run": cmd_run,
     "summary": cmd_summary,
+    "versions": cmd_versions,
     "serve": cmd_serve,
     "predict": cmd_predict,
 }

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import EXIT_BAD_INPUT, build_parser, main
 
-SUBCOMMANDS = ("fetch", "convert", "run", "summary")
+SUBCOMMANDS = ("fetch", "convert", "run", "summary", "versions")
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

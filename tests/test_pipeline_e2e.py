@@ -275,3 +275,34 @@ def test_worse_candidate_than_baseline_is_refused(pipeline_run):
     assert "baseline" in proc.stderr and "allowed change >= -0.0000" in proc.stderr
     assert _listing(pipeline_run.serving_dir) == before
     assert {p: (pipeline_run.serving_dir / p).read_bytes() for p in bytes_before} == bytes_before
+
+
+def test_versions_lists_the_push_with_its_lineage(pipeline_run):
+    proc = run_cli(
+        "versions",
+        "--dataset",
+        pipeline_run.dataset,
+        "--output-root",
+        str(pipeline_run.root / "out"),
+        "--json",
+        cwd=pipeline_run.root,
+    )
+    assert proc.returncode == 0, _fail_text(proc)
+    (row,) = json.loads(proc.stdout)
+    first = pipeline_run.first_summary
+    assert str(row["version"]) == first["pushed_version"]
+    assert row["accuracy"] == pytest.approx(first["accuracy"])
+    assert row["blessed"] is True
+    assert (row["dataset"], row["model"]) == (pipeline_run.dataset, "cnn_model_fn")
+    assert row["hparams"]["epochs"] == 3 and row["hparams"]["batch_size"] == 50
+    sums = (FIXTURES / pipeline_run.dataset / "SHA256SUMS").read_text().split()
+    assert row["source_sha256"] == dict(zip(sums[1::2], sums[0::2], strict=True))
+    assert set(row["mlmd_ids"]) == {
+        "pushed_model_artifact",
+        "pusher_execution",
+        "evaluator_execution",
+        "model_artifact",
+        "trainer_execution",
+        "examples_artifact",
+        "examplegen_execution",
+    }

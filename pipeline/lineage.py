@@ -1,0 +1,174 @@
+"""Pushed versions and their lineage, read from ML Metadata: for every integer
+version under a serving base path, the push that wrote it, the Evaluator's
+accuracy and blessing, the Trainer's model and hyperparameters, and the
+ExampleGen input with the sha256 of the IDX files it was converted from.
+
+Reads only (the CLI's ``versions`` command prints it); the MLMD helpers it shares
+with the run summary live in ``pipeline/run_summary.py``. The source checksums come
+from the conversion manifest in ExampleGen's input directory as it is now; the
+``input_fingerprint`` ExampleGen recorded in MLMD tells whether it changed since.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.publish import list_versions
+from pipeline.run_summary import _custom, open_store, output_artifacts, read_accuracy
+
+
+@dataclass
+class VersionLineage:
+    version: int
+    path: str
+    pushed_at: str
+    accuracy: float | None = None
+    blessed: bool | None = None
+    dataset: str | None = None
+    model: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    source_sha256: dict[str, str] = field(default_factory=dict)
+    mlmd_ids: dict[str, int] = field(default_factory=dict)
+
+
+def _exec_property(execution: metadata_store_pb2.Execution, name: str) -> Any:
+    if name in execution.custom_properties:
+        value = execution.custom_properties[name]
+    elif name in execution.properties:
+        value = execution.properties[name]
+    else:
+        return None
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def _producer(store: metadata_store.MetadataStore, artifact_id: int) -> int | None:
+    for event in store.get_events_by_artifact_ids([artifact_id]):
+        if event.type in (
+            metadata_store_pb2.Event.OUTPUT,
+            metadata_store_pb2.Event.DECLARED_OUTPUT,
+        ):
+            return event.execution_id
+    return None
+
+
+def _inputs(store: metadata_store.MetadataStore, execution_id: int) -> dict[str, int]:
+    found = {}
+    for event in store.get_events_by_execution_ids([execution_id]):
+        if event.type in (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT):
+            key = event.path.steps[0].key if event.path.steps else ""
+            found.setdefault(key, event.artifact_id)
+    return found
+
+
+def _original_pushes(store: metadata_store.MetadataStore) -> dict[str, metadata_store_pb2.Artifact]:
+    """pushed_version -> the PushedModel artifact that first published it."""
+    pushes: dict[str, metadata_store_pb2.Artifact] = {}
+    for artifact in sorted(store.get_artifacts_by_type("PushedModel"), key=lambda a: a.id):
+        version = _custom(artifact, "pushed_version")
+        if _custom(artifact, "pushed") and version and version not in pushes:
+            pushes[version] = artifact
+    return pushes
+
+
+def _data_lineage(
+    store: metadata_store.MetadataStore, examples_id: int, lineage: VersionLineage
+) -> None:
+    example_gen_id = _producer(store, examples_id)
+    if example_gen_id is None:
+        return
+    lineage.mlmd_ids["examplegen_execution"] = example_gen_id
+    (example_gen,) = store.get_executions_by_id([example_gen_id])
+    lineage.data_root = _exec_property(example_gen, "input_base")
+    manifest = Path(lineage.data_root or "") / "manifest.json"
+    if manifest.is_file():
+        content = json.loads(manifest.read_text(encoding="utf-8"))
+        lineage.source_sha256 = dict(content.get("source_sha256", {}))
+        lineage.dataset = content.get("dataset")
+
+
+def version_lineage(
+    store: metadata_store.MetadataStore, version: int, path: str, push: Any
+) -> VersionLineage:
+    lineage = VersionLineage(
+        version=version,
+        path=path,
+        pushed_at=datetime.fromtimestamp(os.path.getmtime(path), timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+    )
+    if push is None:
+        return lineage
+    lineage.mlmd_ids["pushed_model_artifact"] = push.id
+    pusher_id = _producer(store, push.id)
+    if pusher_id is None:
+        return lineage
+    lineage.mlmd_ids["pusher_execution"] = pusher_id
+    inputs = _inputs(store, pusher_id)
+    if "model_blessing" in inputs:
+        (blessing,) = store.get_artifacts_by_id([inputs["model_blessing"]])
+        lineage.blessed = bool(_custom(blessing, "blessed"))
+        evaluator_id = _producer(store, blessing.id)
+        if evaluator_id is not None:
+            lineage.mlmd_ids["evaluator_execution"] = evaluator_id
+            evaluation = output_artifacts(store, evaluator_id).get("evaluation")
+            if evaluation:
+                lineage.accuracy = read_accuracy(evaluation[0].uri)[0]
+    if "model" in inputs:
+        lineage.mlmd_ids["model_artifact"] = inputs["model"]
+        trainer_id = _producer(store, inputs["model"])
+        if trainer_id is not None:
+            lineage.mlmd_ids["trainer_execution"] = trainer_id
+            (trainer,) = store.get_executions_by_id([trainer_id])
+            config = json.loads(_exec_property(trainer, "custom_config") or "{}")
+            lineage.hparams = config.get("hparams", {})
+            lineage.model = lineage.hparams.get("model")
+            examples_id = _inputs(store, trainer_id).get("examples")
+            if examples_id is not None:
+                lineage.mlmd_ids["examples_artifact"] = examples_id
+                _data_lineage(store, examples_id, lineage)
+    return lineage
+
+
+def list_version_lineage(metadata_path: str, serving_model_dir: str) -> list[VersionLineage]:
+    """Every version on disk, newest first, with what MLMD knows about it."""
+    store = open_store(metadata_path)
+    pushes = _original_pushes(store)
+    return [
+        version_lineage(
+            store, version, os.path.join(serving_model_dir, str(version)), pushes.get(str(version))
+        )
+        for version in reversed(list_versions(serving_model_dir))
+    ]
+
+
+def format_versions(rows: list[VersionLineage]) -> str:
+    if not rows:
+        return "no pushed versions"
+    lines = [
+        f"{'version':<12} {'accuracy':<9} {'dataset':<14} {'model':<13} "
+        f"{'pushed at (UTC)':<26} lineage"
+    ]
+    for row in rows:
+        accuracy = f"{row.accuracy:.4f}" if row.accuracy is not None else "?"
+        ids = " ".join(f"{k}={v}" for k, v in row.mlmd_ids.items()) or "not in this metadata store"
+        lines.append(
+            f"{row.version:<12} {accuracy:<9} {row.dataset or '?':<14} {row.model or '?':<13} "
+            f"{row.pushed_at:<26} {ids}"
+        )
+        for stem, digest in sorted(row.source_sha256.items()):
+            lines.append(f"{'':<12} data {stem} sha256 {digest}")
+    return "\n".join(lines)
+
+
+def versions_json(rows: list[VersionLineage]) -> str:
+    return json.dumps([asdict(r) for r in rows], indent=2)
