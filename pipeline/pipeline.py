@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -124,8 +125,13 @@ def create_pipeline(
             ]
         ),
     )
-    # Per-split statistics of the raw features.
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    # Per-split statistics of the raw features. Sketch-based top-k / unique counts
+    # halve its time on full MNIST (8.6 -> 4.5 s for the train split); only the
+    # 784-byte image strings have top-k values, and they are not used.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        stats_options=tfdv.StatsOptions(experimental_use_sketch_based_topk_uniques=True),
+    )
     # Schema inferred from those statistics.
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
