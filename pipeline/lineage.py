@@ -22,7 +22,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.publish import list_versions
-from pipeline.run_summary import _custom, open_store, output_artifacts, read_accuracy
+from pipeline.run_summary import custom_property, open_store, output_artifacts, read_accuracy
 
 
 @dataclass
@@ -74,8 +74,8 @@ def _original_pushes(store: metadata_store.MetadataStore) -> dict[str, metadata_
     """pushed_version -> the PushedModel artifact that first published it."""
     pushes: dict[str, metadata_store_pb2.Artifact] = {}
     for artifact in sorted(store.get_artifacts_by_type("PushedModel"), key=lambda a: a.id):
-        version = _custom(artifact, "pushed_version")
-        if _custom(artifact, "pushed") and version and version not in pushes:
+        version = custom_property(artifact, "pushed_version")
+        if custom_property(artifact, "pushed") and version and version not in pushes:
             pushes[version] = artifact
     return pushes
 
@@ -116,7 +116,7 @@ def version_lineage(
     inputs = _inputs(store, pusher_id)
     if "model_blessing" in inputs:
         (blessing,) = store.get_artifacts_by_id([inputs["model_blessing"]])
-        lineage.blessed = bool(_custom(blessing, "blessed"))
+        lineage.blessed = bool(custom_property(blessing, "blessed"))
         evaluator_id = _producer(store, blessing.id)
         if evaluator_id is not None:
             lineage.mlmd_ids["evaluator_execution"] = evaluator_id

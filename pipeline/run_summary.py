@@ -106,7 +106,7 @@ def output_artifacts(
     return by_key
 
 
-def _custom(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
+def custom_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
     if name not in artifact.custom_properties:
         return None
     value = artifact.custom_properties[name]
@@ -231,13 +231,13 @@ def summarize_run(
             )
             summary.gate_failures = read_gate_failures(uri, summary.accuracy, class_names)
         if "blessing" in outputs:
-            summary.blessed = bool(_custom(outputs["blessing"][0], "blessed"))
+            summary.blessed = bool(custom_property(outputs["blessing"][0], "blessed"))
         if "pushed_model" in outputs:
             pushed = outputs["pushed_model"][0]
-            summary.pushed = bool(_custom(pushed, "pushed"))
-            summary.pushed_version = _custom(pushed, "pushed_version")
-            summary.pushed_path = _custom(pushed, "pushed_destination")
-            summary.push_reused_version = bool(_custom(pushed, "reused_version"))
+            summary.pushed = bool(custom_property(pushed, "pushed"))
+            summary.pushed_version = custom_property(pushed, "pushed_version")
+            summary.pushed_path = custom_property(pushed, "pushed_destination")
+            summary.push_reused_version = bool(custom_property(pushed, "reused_version"))
         if "model_run" in outputs:
             stats_path = os.path.join(outputs["model_run"][0].uri, "training_stats.json")
             if os.path.exists(stats_path):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 import tf_keras as keras
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from transform_fixture import RAW_FEATURE_SPEC, build_transform_output
 
 from components.convert import image_to_example
 from components.datasets import get_dataset
@@ -16,13 +15,8 @@ from trainer.export import SERVING_SIGNATURES, export_serving_model, pixels_to_i
 from trainer.hparams import HParams
 from trainer.model import ModelFnModel, build_model
 from trainer.model_fn import IMAGE_KEY, cnn_model_fn
-from trainer.transform import LABEL_KEY, preprocessing_fn
+from trainer.transform import LABEL_KEY
 
-# What the pipeline's SchemaGen infers for ExampleGen's records.
-RAW_FEATURE_SPEC = {
-    IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
-    LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64),
-}
 CLASS_NAMES = get_dataset("fashion_mnist").class_names
 SHAPE_MESSAGE = r"images: expected shape \[N, 28, 28\] or \[N, 784\], got"
 RANGE_MESSAGE = r"images: expected pixel values in 0\.\.255 \(raw, not scaled\), got min/max"
@@ -34,19 +28,7 @@ def tft_output(tmp_path_factory, fashion_train) -> tft.TFTransformOutput:
     """A real Transform output: preprocessing_fn analysed by tft_beam over 8 raw examples,
     the transform_fn written with WriteTransformFn, the raw schema next to it (as TFX does)."""
     images, labels = fashion_train
-    root = tmp_path_factory.mktemp("transform")
-    output_dir = root / "transform_output"
-    raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC)
-    )
-    raw_data = [{IMAGE_KEY: [images[i].tobytes()], LABEL_KEY: [int(labels[i])]} for i in range(8)]
-    with tft_beam.Context(temp_dir=str(root / "tmp")):
-        transform_fn = (raw_data, raw_metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
-        _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
-    metadata_io.write_metadata(
-        raw_metadata, str(output_dir / tft.TFTransformOutput.RAW_METADATA_DIR)
-    )
-    return tft.TFTransformOutput(str(output_dir))
+    return build_transform_output(tmp_path_factory.mktemp("transform"), images, labels)
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,9 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 import tf_keras as keras
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from transform_fixture import build_transform_output
 
 from components.convert import image_to_example
 from components.datasets import get_dataset
@@ -39,7 +37,6 @@ from trainer.export import CLASSIFY_METHOD_NAME, export_serving_model
 from trainer.hparams import HParams
 from trainer.model import build_model
 from trainer.model_fn import IMAGE_KEY, cnn_model_fn
-from trainer.transform import LABEL_KEY, preprocessing_fn
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist"
@@ -59,30 +56,13 @@ def serialized_example(image: np.ndarray, label: int = 0) -> bytes:
     return image_to_example(image, int(label)).SerializeToString()
 
 
-def _transform_output(root: Path, images: np.ndarray, labels: np.ndarray) -> tft.TFTransformOutput:
-    raw_spec = {
-        IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
-        LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64),
-    }
-    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
-    rows = [{IMAGE_KEY: [images[i].tobytes()], LABEL_KEY: [int(labels[i])]} for i in range(8)]
-    output_dir = root / "transform_output"
-    with tft_beam.Context(temp_dir=str(root / "tft_tmp")):
-        transform_fn = (rows, raw_metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
-        _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
-    metadata_io.write_metadata(
-        raw_metadata, str(output_dir / tft.TFTransformOutput.RAW_METADATA_DIR)
-    )
-    return tft.TFTransformOutput(str(output_dir))
-
-
 def exported_versions() -> list[Path]:
     """Two exported SavedModels (seeds 0 and 1, 10 steps of 20 MNIST fixture images each)."""
     if "paths" not in _built:
         root = Path(tempfile.mkdtemp(prefix="serving-models-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         images, labels = mnist_images("train")
-        tft_output = _transform_output(root, images, labels)
+        tft_output = build_transform_output(root, images, labels)
         paths = []
         for seed in (0, 1):
             keras.utils.set_random_seed(seed)

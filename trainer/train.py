@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -195,11 +194,3 @@ def write_training_stats(stats: TrainingStats, directory: str) -> str:
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(asdict(stats), f, indent=2)
     return path
-
-
-def read_training_stats(directory: str) -> dict[str, Any] | None:
-    path = os.path.join(directory, TRAINING_STATS_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
