@@ -11,9 +11,11 @@ from typing import Any
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
+from components import example_gen as example_gen_executor
 from components.pusher import AtomicPushExecutor
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
@@ -23,7 +25,7 @@ PREDICTION_KEY = "probabilities"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 
 COMPONENT_ORDER = (
-    "ImportExampleGen",
+    "ExampleGen",
     "StatisticsGen",
     "SchemaGen",
     "ExampleValidator",
@@ -115,8 +117,11 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
     """The pipeline over TFRecords in ``data_root/{train,eval}/`` ending in a push to
     ``serving_model_dir/<version>/``."""
-    # Reads the converted TFRecords; the two splits are the official train and test sets.
-    example_gen = tfx.components.ImportExampleGen(
+    # Imports the converted TFRecords; the two splits are the official train and
+    # test sets. FileBasedExampleGen's driver (fingerprints, spans, caching) with
+    # an executor that copies whole shards and checks every record
+    # (components/example_gen.py): 2-3 s on full MNIST instead of ImportExampleGen's 11-16.
+    example_gen = FileBasedExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(
             splits=[
@@ -124,7 +129,8 @@ def create_pipeline(
                 example_gen_pb2.Input.Split(name="eval", pattern="eval/*"),
             ]
         ),
-    )
+        custom_executor_spec=executor_spec.BeamExecutorSpec(example_gen_executor.Executor),
+    ).with_id("ExampleGen")
     # Per-split statistics of the raw features. Sketch-based top-k / unique counts
     # halve its time on full MNIST (8.6 -> 4.5 s for the train split); only the
     # 784-byte image strings have top-k values, and they are not used.
