@@ -27,6 +27,8 @@ setup(
         "pillow",
         "requests",
         "orjson",
+        # the evaluation report's figures (Agg backend, no display)
+        "matplotlib",
     ],
     extras_require={
         "dev": ["pytest", "ruff", "pyyaml"],
