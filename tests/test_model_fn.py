@@ -351,10 +351,12 @@ def test_layer_scope_creates_once_and_restores_outer_store():
 def test_get_model_fn():
     """Registered names resolve; unknown names raise ValueError listing the registered ones."""
     assert get_model_fn("cnn_model_fn") is cnn_model_fn
-    assert sorted(MODEL_FNS) == ["cnn_model_fn"]
+    assert sorted(MODEL_FNS) == ["cnn_model_fn", "deep_cnn", "mlp", "softmax"]
     with pytest.raises(ValueError) as error:
         get_model_fn("nope")
-    assert str(error.value) == "unknown model 'nope'; registered: ['cnn_model_fn']"
+    assert str(error.value) == (
+        "unknown model 'nope'; registered: ['cnn_model_fn', 'deep_cnn', 'mlp', 'softmax']"
+    )
 
 
 @pytest.mark.parametrize(

@@ -57,11 +57,19 @@ def conv2d(
     name: str,
     activation: str | None = None,
     padding: str = "same",
+    kernel_initializer: Any = "glorot_uniform",
+    bias_initializer: Any = "zeros",
 ) -> tf.Tensor:
     layer = get_or_create(
         name,
         lambda: keras.layers.Conv2D(
-            filters, kernel_size, padding=padding, activation=activation, name=name
+            filters,
+            kernel_size,
+            padding=padding,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            name=name,
         ),
     )
     return layer(inputs)
@@ -72,8 +80,24 @@ def max_pooling2d(inputs: tf.Tensor, pool_size: int, strides: int, name: str) ->
     return layer(inputs)
 
 
-def dense(inputs: tf.Tensor, units: int, name: str, activation: str | None = None) -> tf.Tensor:
-    layer = get_or_create(name, lambda: keras.layers.Dense(units, activation=activation, name=name))
+def dense(
+    inputs: tf.Tensor,
+    units: int,
+    name: str,
+    activation: str | None = None,
+    kernel_initializer: Any = "glorot_uniform",
+    bias_initializer: Any = "zeros",
+) -> tf.Tensor:
+    layer = get_or_create(
+        name,
+        lambda: keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            name=name,
+        ),
+    )
     return layer(inputs)
 
 
@@ -84,6 +108,28 @@ def dropout(inputs: tf.Tensor, rate: float, training: bool, name: str) -> tf.Ten
 
 def flatten(inputs: tf.Tensor) -> tf.Tensor:
     return tf.reshape(inputs, [-1, inputs.shape[1:].num_elements()])
+
+
+def initializers(params: dict[str, Any]) -> dict[str, keras.initializers.Initializer]:
+    """``kernel_initializer`` and ``bias_initializer`` for one conv2d or dense call,
+    from ``params`` (``kernel_initializer``: glorot_uniform, zeros or truncated_normal
+    with ``kernel_init_stddev``; every bias the constant ``bias_init_value``).
+
+    Call it once per layer: each call makes new initializer objects, because Keras
+    warns about (and repeats the values of) an unseeded initializer used twice.
+    """
+    kind = params.get("kernel_initializer", "glorot_uniform")
+    if kind == "glorot_uniform":
+        kernel: keras.initializers.Initializer = keras.initializers.GlorotUniform()
+    elif kind == "zeros":
+        kernel = keras.initializers.Zeros()
+    elif kind == "truncated_normal":
+        # Like tf.truncated_normal: values beyond two standard deviations are redrawn.
+        kernel = keras.initializers.TruncatedNormal(stddev=float(params["kernel_init_stddev"]))
+    else:
+        raise ValueError(f"params['kernel_initializer']: unknown initializer {kind!r}")
+    bias = keras.initializers.Constant(float(params.get("bias_init_value", 0.0)))
+    return {"kernel_initializer": kernel, "bias_initializer": bias}
 
 
 def accuracy(labels: tf.Tensor, predicted_classes: tf.Tensor, name: str = "accuracy") -> Any:
