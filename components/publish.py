@@ -11,13 +11,18 @@ filesystem; the TFX executor that calls them is ``components/pusher.py``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 TEMP_PREFIX = ".incoming-"
+# One JSON line per rollback: which new version re-published which old one.
+ROLLBACK_LOG = ".rollbacks.jsonl"
 
 
 def list_versions(base_dir: str | os.PathLike) -> list[int]:
@@ -97,12 +102,18 @@ def current_version_if_same(
 
 
 def publish_saved_model(
-    model_dir: str | os.PathLike, base_dir: str | os.PathLike, now: float | None = None
+    model_dir: str | os.PathLike,
+    base_dir: str | os.PathLike,
+    now: float | None = None,
+    verify: Callable[[str], object] | None = None,
 ) -> tuple[int, str]:
     """Copy the SavedModel in ``model_dir`` to ``base_dir/<next version>`` atomically.
 
-    Returns (version, path). Raises FileNotFoundError when ``model_dir`` holds no
-    ``saved_model.pb``, before anything is written.
+    ``verify``, when given, is called on the staged copy after it is written and
+    synced and before the rename; if it raises, the staged copy is deleted and the
+    error propagates, so no version appears. Returns (version, path). Raises
+    FileNotFoundError when ``model_dir`` holds no ``saved_model.pb``, before
+    anything is written.
     """
     source = Path(model_dir)
     if not (source / "saved_model.pb").is_file():
@@ -119,6 +130,12 @@ def publish_saved_model(
     staging = base / f"{TEMP_PREFIX}{version}-{os.getpid()}"
     shutil.copytree(source, staging)
     _fsync_tree(staging)
+    if verify is not None:
+        try:
+            verify(str(staging))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     final = base / str(version)
     os.rename(staging, final)
     _fsync_dir(base)
@@ -143,3 +160,62 @@ def prune_versions(base_dir: str | os.PathLike, keep: int) -> list[int]:
         shutil.rmtree(hidden)
         logging.info("deleted old version %d (keeping the newest %d)", version, keep)
     return doomed
+
+
+def rollback(
+    base_dir: str | os.PathLike,
+    to: int | None = None,
+    verify: Callable[[str], object] | None = None,
+    now: float | None = None,
+) -> tuple[int, int]:
+    """Make an earlier version current again by publishing a copy of it as a new,
+    higher version (history is never rewritten: versions only grow, and TF
+    Serving's default "latest" policy picks the new one up at its next poll).
+
+    ``to`` is the version to restore; by default the one before the current
+    (newest) version. The copy is published like any push (staged, synced,
+    verified, renamed) and recorded in ``ROLLBACK_LOG``. Returns (new version,
+    restored version). Raises ValueError naming the versions present when there
+    is nothing to roll back to.
+    """
+    base = Path(base_dir)
+    versions = list_versions(base)
+    if not versions:
+        raise ValueError(f"{base}: no versions to roll back")
+    current = versions[-1]
+    if to is None:
+        if len(versions) < 2:
+            raise ValueError(
+                f"{base}: only version {current} exists; nothing earlier to roll back to"
+            )
+        to = versions[-2]
+    if to not in versions:
+        raise ValueError(f"{base}: no version {to}; versions present: {versions}")
+    if to == current:
+        raise ValueError(f"{base}: version {to} is already the current (newest) version")
+    version, _ = publish_saved_model(base / str(to), base, now=now, verify=verify)
+    record = {
+        "version": version,
+        "restores": to,
+        "replaced": current,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with open(base / ROLLBACK_LOG, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        os.fsync(log.fileno())
+    logging.info("rolled back: version %d restores version %d (was %d)", version, to, current)
+    return version, to
+
+
+def rollback_sources(base_dir: str | os.PathLike) -> dict[int, int]:
+    """new version -> the version it restores, from ``ROLLBACK_LOG``."""
+    path = Path(base_dir) / ROLLBACK_LOG
+    if not path.is_file():
+        return {}
+    sources: dict[int, int] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            sources[int(record["version"])] = int(record["restores"])
+    return sources

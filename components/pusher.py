@@ -19,13 +19,17 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components.publish import current_version_if_same, prune_versions, publish_saved_model
+from components.verify import verify_saved_model
 
 
 class AtomicPushExecutor(tfx_pusher_executor.Executor):
     """Stock Pusher semantics; the version directory appears whole or not at all.
 
-    ``custom_config["keep_versions"]`` (when > 0) keeps only that many newest
-    versions, deleting older ones after the new one is in place.
+    The staged copy is verified before it is renamed into place
+    (``components/verify.py``: it loads, and its signatures answer as the Trainer
+    did); ``custom_config["verify"] = False`` turns that off. ``custom_config["keep_versions"]``
+    (when > 0) keeps only that many newest versions, deleting older ones after
+    the new one is in place.
     """
 
     @staticmethod
@@ -61,8 +65,10 @@ class AtomicPushExecutor(tfx_pusher_executor.Executor):
             logging.info("version %d already serves this model; nothing new published", version)
             model_push.set_int_custom_property("reused_version", 1)
         else:
-            version, serving_path = publish_saved_model(model_path, base_directory)
-            keep = int((self._custom_config(exec_properties) or {}).get("keep_versions", 0))
+            config = self._custom_config(exec_properties) or {}
+            verify = verify_saved_model if config.get("verify", True) else None
+            version, serving_path = publish_saved_model(model_path, base_directory, verify=verify)
+            keep = int(config.get("keep_versions", 0))
             if keep:
                 prune_versions(base_directory, keep)
         # Archive copy under the artifact's own URI, as the stock Pusher does.

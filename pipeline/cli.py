@@ -1,5 +1,5 @@
 """The ``mnist-tfx`` command line: ``fetch``, ``convert``, ``run``, ``summary``,
-``serve`` and ``predict``.
+``versions``, ``rollback``, ``serve`` and ``predict``.
 
 Only argument parsing, printing and exit codes live here; the work is in
 ``components`` (data) and ``pipeline.local_runner`` / ``pipeline.run_summary``.
@@ -163,6 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument("--model-name", help="default: the dataset name")
     versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    rollback = sub.add_parser(
+        "rollback",
+        help="make an earlier pushed version current again (as a new, higher version)",
+        description="Publish a copy of an earlier version under the serving base path as a new, "
+        "higher version, so TF Serving (version policy 'latest') serves it at its next poll. "
+        "History is never rewritten: versions only grow, and the copy is staged, verified and "
+        "renamed like any push. The rollback is recorded in BASE/.rollbacks.jsonl, which "
+        "`mnist-tfx versions` reads. A later pipeline run that pushes a new model supersedes it.",
+    )
+    _add_dataset(rollback)
+    rollback.add_argument(
+        "--to", type=int, help="version to restore (default: the one before the newest)"
+    )
+    rollback.add_argument(
+        "--serving-root", type=Path, help="default: OUTPUT_ROOT/serving", default=None
+    )
+    rollback.add_argument("--output-root", type=Path, default=Path("tfx_output"))
+    rollback.add_argument("--model-name", help="default: the dataset name")
+
     from serving.client import add_predict_arguments
     from serving.server import add_serve_arguments
 
@@ -300,6 +319,23 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from components.publish import rollback
+    from components.verify import VERIFICATION_PATH, verify_saved_model
+
+    config = _run_config(args, serving_root=args.serving_root, model_name=args.model_name)
+    base = config.serving_model_dir
+
+    def verify(path: str) -> None:
+        # Versions pushed by this pipeline carry the Trainer's predictions.
+        if os.path.exists(os.path.join(path, VERIFICATION_PATH)):
+            verify_saved_model(path)
+
+    version, restored = rollback(base, to=args.to, verify=verify)
+    print(f"version {version} now serves the model of version {restored} ({base / str(version)})")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import run_serve
 
@@ -318,6 +354,7 @@ COMMANDS = {
     "run": cmd_run,
     "summary": cmd_summary,
     "versions": cmd_versions,
+    "rollback": cmd_rollback,
     "serve": cmd_serve,
     "predict": cmd_predict,
 }
@@ -338,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("absl").setLevel(logging.ERROR)
     from components.fetch import DataIntegrityError, FetchError
     from components.idx import IdxFormatError
+    from components.verify import ModelVerificationError
     from pipeline.metadata_lock import MetadataBusyError
 
     try:
@@ -348,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (IdxFormatError, DataIntegrityError, FetchError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ModelVerificationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

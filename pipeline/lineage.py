@@ -21,7 +21,7 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.publish import list_versions
+from components.publish import list_versions, rollback_sources
 from pipeline.run_summary import custom_property, open_store, output_artifacts, read_accuracy
 
 
@@ -38,6 +38,8 @@ class VersionLineage:
     data_root: str | None = None
     source_sha256: dict[str, str] = field(default_factory=dict)
     mlmd_ids: dict[str, int] = field(default_factory=dict)
+    # Set when `mnist-tfx rollback` published this version as a copy of an older one.
+    rollback_of: int | None = None
 
 
 def _exec_property(execution: metadata_store_pb2.Execution, name: str) -> Any:
@@ -143,12 +145,21 @@ def list_version_lineage(metadata_path: str, serving_model_dir: str) -> list[Ver
     """Every version on disk, newest first, with what MLMD knows about it."""
     store = open_store(metadata_path)
     pushes = _original_pushes(store)
-    return [
-        version_lineage(
-            store, version, os.path.join(serving_model_dir, str(version)), pushes.get(str(version))
+    restores = rollback_sources(serving_model_dir)
+    rows = []
+    for version in reversed(list_versions(serving_model_dir)):
+        # A rollback copy has the lineage of the version it restores (followed
+        # through rollbacks of rollbacks).
+        origin, seen = version, set()
+        while origin in restores and origin not in seen:
+            seen.add(origin)
+            origin = restores[origin]
+        row = version_lineage(
+            store, version, os.path.join(serving_model_dir, str(version)), pushes.get(str(origin))
         )
-        for version in reversed(list_versions(serving_model_dir))
-    ]
+        row.rollback_of = restores.get(version)
+        rows.append(row)
+    return rows
 
 
 def format_versions(rows: list[VersionLineage]) -> str:
@@ -161,6 +172,8 @@ def format_versions(rows: list[VersionLineage]) -> str:
     for row in rows:
         accuracy = f"{row.accuracy:.4f}" if row.accuracy is not None else "?"
         ids = " ".join(f"{k}={v}" for k, v in row.mlmd_ids.items()) or "not in this metadata store"
+        if row.rollback_of is not None:
+            ids = f"rollback of {row.rollback_of}; {ids}"
         lines.append(
             f"{row.version:<12} {accuracy:<9} {row.dataset or '?':<14} {row.model or '?':<13} "
             f"{row.pushed_at:<26} {ids}"

@@ -306,3 +306,59 @@ def test_versions_lists_the_push_with_its_lineage(pipeline_run):
         "examples_artifact",
         "examplegen_execution",
     }
+
+
+def test_rollback_restores_an_earlier_version_with_its_lineage(pipeline_run, tmp_path):
+    """On a copy of the run's output: a second version appears (a model pushed from
+    elsewhere), `rollback` publishes the pipeline's version again as a newer one,
+    and `versions` shows it with the lineage of the version it restores."""
+    import shutil
+
+    from components.publish import list_versions, publish_saved_model, tree_digest
+
+    out = tmp_path / "out"
+    shutil.copytree(pipeline_run.root / "out", out)
+    base = out / "serving" / pipeline_run.dataset
+    (first,) = list_versions(base)
+    other = tmp_path / "other_model"
+    shutil.copytree(base / str(first), other)
+    (other / "assets.extra" / "from_elsewhere").write_text("a different model")
+    second, _ = publish_saved_model(other, base)
+
+    proc = run_cli(
+        "rollback", "--dataset", pipeline_run.dataset, "--output-root", str(out), cwd=tmp_path
+    )
+    assert proc.returncode == 0, _fail_text(proc)
+    third = list_versions(base)[-1]
+    assert list_versions(base) == [first, second, third]
+    assert f"version {third} now serves the model of version {first}" in proc.stdout
+    assert tree_digest(base / str(third)) == tree_digest(base / str(first))
+
+    proc = run_cli(
+        "versions",
+        "--dataset",
+        pipeline_run.dataset,
+        "--output-root",
+        str(out),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, _fail_text(proc)
+    rows = {row["version"]: row for row in json.loads(proc.stdout)}
+    assert rows[third]["rollback_of"] == first
+    assert rows[third]["accuracy"] == pytest.approx(pipeline_run.first_summary["accuracy"])
+    assert rows[third]["mlmd_ids"] == rows[first]["mlmd_ids"]
+    assert rows[second]["mlmd_ids"] == {} and rows[second]["rollback_of"] is None
+
+    proc = run_cli(
+        "rollback",
+        "--dataset",
+        pipeline_run.dataset,
+        "--output-root",
+        str(out),
+        "--to",
+        "7",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert f"no version 7; versions present: [{first}, {second}, {third}]" in proc.stderr

@@ -20,7 +20,7 @@ from trainer.transform import IMAGE_KEY, LABEL_KEY
 _READ_BATCH = 2048
 
 
-def _tfrecord_files(file_patterns: Sequence[str]) -> list[str]:
+def tfrecord_files(file_patterns: Sequence[str]) -> list[str]:
     files: list[str] = []
     for pattern in file_patterns:
         files.extend(sorted(tf.io.gfile.glob(pattern)))
@@ -29,7 +29,7 @@ def _tfrecord_files(file_patterns: Sequence[str]) -> list[str]:
     return files
 
 
-def _compression(files: Sequence[str]) -> str:
+def compression(files: Sequence[str]) -> str:
     return "GZIP" if files[0].endswith(".gz") else ""
 
 
@@ -37,7 +37,7 @@ def transformed_batches(
     file_patterns: Sequence[str], tft_output: tft.TFTransformOutput, batch_size: int = _READ_BATCH
 ) -> tf.data.Dataset:
     """Batches of (features, labels) read in file order and run through the Transform graph."""
-    files = _tfrecord_files(file_patterns)
+    files = tfrecord_files(file_patterns)
     raw_spec = tft_output.raw_feature_spec()
     tft_layer = tft_output.transform_features_layer()
 
@@ -46,7 +46,7 @@ def transformed_batches(
         labels = tf.reshape(tf.cast(transformed[LABEL_KEY], tf.int64), [-1])
         return {IMAGE_KEY: transformed[IMAGE_KEY]}, labels
 
-    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files))
+    dataset = tf.data.TFRecordDataset(files, compression_type=compression(files))
     return dataset.batch(batch_size).map(parse_and_transform, num_parallel_calls=tf.data.AUTOTUNE)
 
 

@@ -19,6 +19,8 @@ string [N, 10]) and ``scores`` (their probabilities, float32 [N, 10]); its
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Sequence
 
@@ -36,6 +38,12 @@ SERVING_SIGNATURES = (
     "predict_images_uint8",
     CLASSIFY_SIGNATURE,
 )
+
+# Files TF Serving ignores but carries with the version: assets.extra/.
+ASSETS_EXTRA = "assets.extra"
+VERIFICATION_FILE = "expected_predictions.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+VERIFICATION_EXAMPLES = 16
 
 # Byte string of each value 0..255, to turn pixels back into the raw image bytes
 # the Transform graph expects.
@@ -136,8 +144,17 @@ def export_serving_model(
     tft_output: tft.TFTransformOutput,
     serving_model_dir: str,
     class_names: Sequence[str],
+    verification_examples: Sequence[bytes] = (),
 ) -> str:
-    """Write the SavedModel with the three signatures to ``serving_model_dir``."""
+    """Write the SavedModel with its signatures to ``serving_model_dir``.
+
+    With ``verification_examples`` (serialized tf.Examples), also write to
+    ``assets.extra/``: the Trainer's own predictions for them, which the Pusher
+    compares with what the written SavedModel answers before publishing it
+    (``components/verify.py``), and TF Serving's warm-up file
+    ``tf_serving_warmup_requests`` (PredictionLog records of Predict requests on
+    ``serving_default``), which TF Serving replays before it serves a new version.
+    """
     module = ServingModule(model, tft_output, class_names)
     signatures = {
         "serving_default": module.serve_examples.get_concrete_function(),
@@ -147,7 +164,52 @@ def export_serving_model(
     }
     tf.saved_model.save(module, serving_model_dir, signatures=signatures)
     mark_classify_signature(serving_model_dir)
+    if verification_examples:
+        examples = tf.constant(list(verification_examples))
+        expected = module.serve_examples(examples)
+        write_verification_set(
+            serving_model_dir,
+            list(verification_examples),
+            expected["probabilities"].numpy().tolist(),
+        )
+        write_warmup_requests(serving_model_dir, list(verification_examples))
     return serving_model_dir
+
+
+def write_verification_set(
+    saved_model_dir: str, examples: list[bytes], probabilities: list[list[float]]
+) -> str:
+    """``assets.extra/expected_predictions.json``: examples (base64) and the Trainer's
+    probabilities for them."""
+    path = os.path.join(saved_model_dir, ASSETS_EXTRA, VERIFICATION_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    content = {
+        "signature": "serving_default",
+        "examples_b64": [base64.b64encode(example).decode("ascii") for example in examples],
+        "probabilities": probabilities,
+    }
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(content, f)
+    return path
+
+
+def write_warmup_requests(saved_model_dir: str, examples: list[bytes]) -> str:
+    """TF Serving's warm-up file: one Predict request on ``serving_default`` per example."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = os.path.join(saved_model_dir, ASSETS_EXTRA, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for example in examples:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name="serving_default")
+            )
+            request.inputs["examples"].CopyFrom(tf.make_tensor_proto([example], tf.string))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return path
 
 
 def mark_classify_signature(saved_model_dir: str) -> None:

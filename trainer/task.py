@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
+import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from trainer import export, train
+from trainer import data, export, train
 from trainer.hparams import HParams
 
 
@@ -28,4 +29,12 @@ def run_fn(fn_args: FnArgs) -> None:
         tft_output,
         fn_args.serving_model_dir,
         config.get("class_names", [str(i) for i in range(10)]),
+        verification_examples=first_examples(fn_args.eval_files, export.VERIFICATION_EXAMPLES),
     )
+
+
+def first_examples(file_patterns: list[str], count: int) -> list[bytes]:
+    """The first ``count`` serialized examples of the eval split, in file order."""
+    files = data.tfrecord_files(file_patterns)
+    dataset = tf.data.TFRecordDataset(files, compression_type=data.compression(files))
+    return list(dataset.take(count).as_numpy_iterator())

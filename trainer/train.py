@@ -183,8 +183,8 @@ def train(
 
 
 def _count_records(file_patterns: Sequence[str]) -> int:
-    files = data._tfrecord_files(file_patterns)
-    dataset = tf.data.TFRecordDataset(files, compression_type=data._compression(files))
+    files = data.tfrecord_files(file_patterns)
+    dataset = tf.data.TFRecordDataset(files, compression_type=data.compression(files))
     return int(dataset.reduce(np.int64(0), lambda count, _: count + 1).numpy())
 
 
