@@ -15,7 +15,7 @@ PYTHON310 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.10*/bin/python3.
 	echo "$$p"; break; fi; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench bench-serving lint format lock clean-output
+.PHONY: setup run test test-fast reproduce bench bench-serving lint format lock clean-output
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not e2e" $(ARGS)
+
+## make reproduce: every tutorial model on both datasets through the pipeline; writes the table.
+reproduce: setup
+	$(CLI) reproduce $(ARGS)
 
 ## make bench: full-data pipeline timings from ML Metadata and Trainer vs bare fit throughput.
 bench: setup

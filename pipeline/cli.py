@@ -1,5 +1,5 @@
 """The ``mnist-tfx`` command line: ``fetch``, ``convert``, ``run``, ``summary``,
-``versions``, ``rollback``, ``serve`` and ``predict``.
+``versions``, ``rollback``, ``reproduce``, ``serve`` and ``predict``.
 
 Only argument parsing, printing and exit codes live here; the work is in
 ``components`` (data) and ``pipeline.local_runner`` / ``pipeline.run_summary``.
@@ -26,10 +26,21 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_BLESSED, EXIT_BUSY = 0, 1, 2, 3, 4
 DATASETS = ("mnist", "fashion_mnist")
+REPRODUCE_MODELS = ("softmax", "mlp", "deep_cnn", "cnn_model_fn")
 
 
 def _add_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=DATASETS, default="mnist", help="default: mnist")
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    from trainer.hparams import MODEL_DEFAULTS
+
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODEL_DEFAULTS),
+        help="which model's pipeline and serving base path (default: cnn_model_fn)",
+    )
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="keep the newest N pushed versions, deleting older ones after a push (default 5)",
     )
+    from trainer.hparams import MODEL_DEFAULTS
+
+    run.add_argument(
+        "--model",
+        choices=sorted(MODEL_DEFAULTS),
+        help="the model_fn to train, with its own default settings (default: cnn_model_fn); "
+        "the pipeline is then named <dataset>_<model>",
+    )
+    run.add_argument(
+        "--tutorial-settings",
+        action="store_true",
+        help="start from the model's tutorial's own training settings instead of its defaults",
+    )
     run.add_argument("--epochs", type=int, help="hparams.epochs (default 3)")
     run.add_argument("--batch-size", type=int, help="hparams.batch_size (default 100)")
     run.add_argument("--learning-rate", type=float, help="hparams.learning_rate (default 1e-3)")
@@ -148,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the latest run of a pipeline back from ML Metadata.",
     )
     _add_dataset(summary)
+    _add_model(summary)
     _add_run_paths(summary)
 
     versions = sub.add_parser(
@@ -158,10 +183,50 @@ def build_parser() -> argparse.ArgumentParser:
         "the MLMD ids from the push back to the examples, and the source files' sha256.",
     )
     _add_dataset(versions)
+    _add_model(versions)
     _add_run_paths(versions)
     versions.add_argument("--serving-root", type=Path, help="default: OUTPUT_ROOT/serving")
     versions.add_argument("--model-name", help="default: the dataset name")
     versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="train every tutorial model on both datasets and compare with the tutorials",
+        description="Run the pipeline once per (model, dataset), each as its own pipeline "
+        "reproduce_<dataset>_<model> under OUTPUT_ROOT with the gate off, then print and write "
+        "OUTPUT_ROOT/reproduction.md and .json: model, dataset, the tutorial's number, ours, "
+        "steps/epochs, training and wall seconds.",
+    )
+    reproduce.add_argument(
+        "--models",
+        default=",".join(REPRODUCE_MODELS),
+        help=f"comma-separated (default: {','.join(REPRODUCE_MODELS)})",
+    )
+    reproduce.add_argument(
+        "--datasets", default=",".join(DATASETS), help="comma-separated (default: both)"
+    )
+    reproduce.add_argument(
+        "--output-root",
+        type=Path,
+        default=Path("tfx_output") / "reproduce",
+        help="default: ./tfx_output/reproduce",
+    )
+    reproduce.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
+    reproduce.add_argument(
+        "--source-dir",
+        action="append",
+        default=[],
+        metavar="DATASET=DIR",
+        help="read DATASET's four IDX files from DIR instead of fetching (repeatable)",
+    )
+    reproduce.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a hyperparameter of every model, e.g. --param max_steps=20 (repeatable)",
+    )
+    reproduce.add_argument("--beam-arg", action="append", default=None, metavar="ARG")
 
     rollback = sub.add_parser(
         "rollback",
@@ -173,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`mnist-tfx versions` reads. A later pipeline run that pushes a new model supersedes it.",
     )
     _add_dataset(rollback)
+    _add_model(rollback)
     rollback.add_argument(
         "--to", type=int, help="version to restore (default: the one before the newest)"
     )
@@ -203,15 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _hparam_overrides(args: argparse.Namespace) -> dict:
-    from trainer.hparams import HParams, parse_override
+    """The run's complete hyperparameters: the model's defaults (or its tutorial's
+    settings) with the flags applied, validated before anything heavy starts."""
+    from trainer.hparams import hparams_from_overrides, parse_override
 
     overrides = dict(parse_override(text) for text in args.param)
-    for name in ("epochs", "batch_size", "learning_rate", "seed"):
-        value = getattr(args, name)
+    for name in ("model", "epochs", "batch_size", "learning_rate", "seed"):
+        value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    HParams().with_overrides(overrides)  # validate before anything heavy starts
-    return overrides
+    return hparams_from_overrides(
+        overrides, tutorial=getattr(args, "tutorial_settings", False)
+    ).to_params()
 
 
 def _run_config(args: argparse.Namespace, **extra):
@@ -226,7 +295,7 @@ def _run_config(args: argparse.Namespace, **extra):
         pipeline_name=getattr(args, "pipeline_name", None),
         metadata_path=getattr(args, "metadata", None),
         beam_args=beam_args,
-        **extra,
+        **{"hparams": {"model": args.model} if getattr(args, "model", None) else {}, **extra},
     )
 
 
@@ -319,6 +388,49 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pipeline.config import DEFAULT_BEAM_ARGS
+    from pipeline.reproduce import format_markdown, run_one, write_table
+    from trainer.hparams import MODEL_DEFAULTS, parse_override
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    for model in models:
+        if model not in MODEL_DEFAULTS:
+            raise ValueError(f"--models: unknown model {model!r}; known: {sorted(MODEL_DEFAULTS)}")
+    for dataset in datasets:
+        if dataset not in DATASETS:
+            raise ValueError(f"--datasets: unknown dataset {dataset!r}; known: {list(DATASETS)}")
+    sources = {}
+    for text in args.source_dir:
+        dataset, _, directory = text.partition("=")
+        if dataset not in DATASETS or not directory:
+            raise ValueError(f"--source-dir {text!r}: expected DATASET=DIR, DATASET in {DATASETS}")
+        sources[dataset] = directory
+    overrides = dict(parse_override(text) for text in args.param)
+    rows = []
+    for model in models:
+        for dataset in datasets:
+            print(f"reproduce: {model} on {dataset} ...", flush=True)
+            row = run_one(
+                model,
+                dataset,
+                args.output_root,
+                args.data_dir,
+                source=sources.get(dataset, "auto"),
+                overrides=overrides,
+                beam_args=args.beam_arg or DEFAULT_BEAM_ARGS,
+            )
+            accuracy = f"{row.accuracy:.4f}" if row.accuracy is not None else "n/a"
+            print(f"  accuracy {accuracy}, {row.wall_seconds:.0f} s", flush=True)
+            rows.append(row)
+    markdown, as_json = write_table(rows, args.output_root)
+    print()
+    print(format_markdown(rows))
+    print(f"written: {markdown} and {as_json}")
+    return EXIT_OK
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from components.publish import rollback
     from components.verify import VERIFICATION_PATH, verify_saved_model
@@ -355,6 +467,7 @@ COMMANDS = {
     "summary": cmd_summary,
     "versions": cmd_versions,
     "rollback": cmd_rollback,
+    "reproduce": cmd_reproduce,
     "serve": cmd_serve,
     "predict": cmd_predict,
 }

@@ -42,7 +42,12 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        return self.pipeline_name or f"{self.dataset}_cnn"
+        if self.pipeline_name:
+            return self.pipeline_name
+        model = self.hparams.get("model", "cnn_model_fn")
+        # Each model has its own pipeline (own metadata, own baseline); the default
+        # model keeps the original name.
+        return f"{self.dataset}_{'cnn' if model == 'cnn_model_fn' else model}"
 
     @property
     def pipeline_dir(self) -> Path:
@@ -59,7 +64,15 @@ class RunConfig:
     @property
     def serving_model_dir(self) -> Path:
         root = self.serving_root or self.output_root / "serving"
-        return root / (self.model_name or self.dataset)
+        return root / (self.model_name or self.default_model_name)
+
+    @property
+    def default_model_name(self) -> str:
+        """The TF Serving model name: the dataset's for the default model; each other
+        model gets its own base path, since its gate compares it only with its own
+        pipeline's blessed models."""
+        model = self.hparams.get("model", "cnn_model_fn")
+        return self.dataset if model == "cnn_model_fn" else f"{self.dataset}_{model}"
 
     @property
     def tfrecord_dir(self) -> Path:

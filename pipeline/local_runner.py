@@ -16,7 +16,7 @@ from components.fetch import fetch_dataset
 from pipeline.config import RunConfig, code_fingerprint
 from pipeline.metadata_lock import exclusive_metadata
 from pipeline.pipeline import create_pipeline
-from trainer.hparams import HParams
+from trainer.hparams import hparams_from_overrides
 
 
 def prepare_data(config: RunConfig) -> Path:
@@ -33,7 +33,7 @@ def prepare_data(config: RunConfig) -> Path:
 
 def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
     info = get_dataset(config.dataset)
-    hparams = HParams().with_overrides(config.hparams)
+    hparams = hparams_from_overrides(config.hparams)
     config.pipeline_dir.mkdir(parents=True, exist_ok=True)
     return create_pipeline(
         pipeline_name=config.name,
