@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from the model's tutorial's own training settings instead of its defaults",
     )
-    run.add_argument("--epochs", type=int, help="hparams.epochs (default 3)")
+    run.add_argument(
+        "--epochs", type=int, help="hparams.epochs (default 3; cnn_model_fn on fashion_mnist: 8)"
+    )
     run.add_argument("--batch-size", type=int, help="hparams.batch_size (default 100)")
     run.add_argument("--learning-rate", type=float, help="hparams.learning_rate (default 1e-3)")
     run.add_argument("--seed", type=int, help="hparams.seed (default 42)")
@@ -279,7 +281,7 @@ def _hparam_overrides(args: argparse.Namespace) -> dict:
         if value is not None:
             overrides[name] = value
     return hparams_from_overrides(
-        overrides, tutorial=getattr(args, "tutorial_settings", False)
+        overrides, tutorial=getattr(args, "tutorial_settings", False), dataset=args.dataset
     ).to_params()
 
 

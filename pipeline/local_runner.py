@@ -33,7 +33,7 @@ def prepare_data(config: RunConfig) -> Path:
 
 def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
     info = get_dataset(config.dataset)
-    hparams = hparams_from_overrides(config.hparams)
+    hparams = hparams_from_overrides(config.hparams, dataset=config.dataset)
     config.pipeline_dir.mkdir(parents=True, exist_ok=True)
     return create_pipeline(
         pipeline_name=config.name,

@@ -60,7 +60,7 @@ def run_one(
     from pipeline.run_summary import summarize_run
 
     defaults = MODEL_DEFAULTS[model]
-    hparams = hparams_for_model(model, dict(overrides or {}))
+    hparams = hparams_for_model(model, dict(overrides or {}), dataset=dataset)
     config = RunConfig(
         dataset=dataset,
         output_root=output_root,

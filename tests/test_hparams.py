@@ -437,3 +437,15 @@ def test_hparams_module_does_not_import_tensorflow():
         cwd=Path(__file__).resolve().parents[1],
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_dataset_defaults_apply_under_the_users_overrides():
+    from trainer.hparams import hparams_for_model, hparams_from_overrides
+
+    assert hparams_from_overrides({}, dataset="fashion_mnist").epochs == 8
+    assert hparams_from_overrides({}, dataset="mnist").epochs == 3
+    assert hparams_from_overrides({}).epochs == 3
+    assert hparams_from_overrides({"epochs": 2}, dataset="fashion_mnist").epochs == 2
+    # only the default model, and never its tutorial settings
+    assert hparams_for_model("mlp", dataset="fashion_mnist").epochs == 5
+    assert hparams_for_model("cnn_model_fn", tutorial=True, dataset="fashion_mnist").epochs == 34

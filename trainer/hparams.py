@@ -242,8 +242,8 @@ MODEL_DEFAULTS: dict[str, ModelDefaults] = {
         headline="97.3% with the tutorial's settings (SGD lr 0.001, batch 100, 20,000 steps)",
         description=(
             "our defaults, not the tutorial's: Adam lr 1e-3 cosine-decayed to 5%, "
-            "batch 100, 3 epochs (1,800 steps), dropout 0.4; the tutorial's SGD needs "
-            "20,000 steps for 97.3%"
+            "batch 100, 3 epochs (1,800 steps; 8 epochs on Fashion-MNIST), dropout 0.4; "
+            "the tutorial's SGD needs 20,000 steps for 97.3%"
         ),
         has_dropout=True,
     ),
@@ -256,10 +256,24 @@ def _model_defaults(model: str) -> ModelDefaults:
     return MODEL_DEFAULTS[model]
 
 
+# Per-dataset changes to a model's defaults (not to its tutorial settings).
+# Fashion-MNIST is harder: cnn_model_fn's 3 epochs reach about 91.0 %, short of
+# the 91.5 % it must reach there; MNIST keeps 3 epochs (99.4 %, inside the
+# 6-minute budget of `make run`).
+DATASET_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    (DEFAULT_MODEL, "fashion_mnist"): {"epochs": 8},
+}
+
+
 def hparams_for_model(
-    model: str, overrides: dict[str, Any] | None = None, *, tutorial: bool = False
+    model: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    tutorial: bool = False,
+    dataset: str | None = None,
 ) -> HParams:
-    """The model's default settings (its tutorial's own with ``tutorial=True``) with
+    """The model's default settings (its tutorial's own with ``tutorial=True``), with
+    the dataset's changes to them (``DATASET_DEFAULTS``, not with ``tutorial``), then
     ``overrides`` applied and validated.
 
     Raises ValueError for an unknown model (naming the registered ones), an unknown
@@ -272,13 +286,19 @@ def hparams_for_model(
             f"hparams_for_model({model!r}): overrides name another model {overrides['model']!r}"
         )
     base = defaults.tutorial_hparams if tutorial else defaults.hparams
+    if dataset is not None and not tutorial:
+        overrides = {**DATASET_DEFAULTS.get((model, dataset), {}), **overrides}
     return base.with_overrides(overrides)
 
 
-def hparams_from_overrides(overrides: dict[str, Any], *, tutorial: bool = False) -> HParams:
+def hparams_from_overrides(
+    overrides: dict[str, Any], *, tutorial: bool = False, dataset: str | None = None
+) -> HParams:
     """What the CLI runs: the defaults of ``overrides['model']`` (``cnn_model_fn`` when
-    absent) with every override applied."""
-    return hparams_for_model(overrides.get("model", DEFAULT_MODEL), overrides, tutorial=tutorial)
+    absent) for ``dataset``, with every override applied."""
+    return hparams_for_model(
+        overrides.get("model", DEFAULT_MODEL), overrides, tutorial=tutorial, dataset=dataset
+    )
 
 
 def parse_override(text: str) -> tuple[str, Any]:
