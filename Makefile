@@ -15,7 +15,7 @@ PYTHON310 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.10*/bin/python3.
 	echo "$$p"; break; fi; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast reproduce bench bench-serving lint format lock clean-output
+.PHONY: setup browser run test test-fast reproduce bench bench-serving lint format lock clean-output
 
 setup: $(STAMP)
 
@@ -30,8 +30,14 @@ $(STAMP): requirements.lock setup.py
 run: setup
 	$(CLI) run --dataset $(DATASET) $(ARGS)
 
+## make browser: Debian's Chromium, which the evaluation report's browser test renders with.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; fi
+
 ## make test: set up, then the whole suite (unit + end-to-end on the committed fixture).
-test: setup
+test: setup browser
 	$(PY) -m pytest tests $(ARGS)
 
 test-fast: setup

@@ -37,6 +37,7 @@ def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
     config.pipeline_dir.mkdir(parents=True, exist_ok=True)
     return create_pipeline(
         pipeline_name=config.name,
+        dataset=config.dataset,
         pipeline_root=str(config.pipeline_root.resolve()),
         data_root=str(data_root.resolve()),
         serving_model_dir=str(config.serving_model_dir.resolve()),

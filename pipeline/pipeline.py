@@ -17,6 +17,7 @@ from tfx.proto import example_gen_pb2
 
 from components import example_gen as example_gen_executor
 from components.pusher import AtomicPushExecutor
+from components.report_component import EvaluationReport
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
@@ -33,6 +34,7 @@ COMPONENT_ORDER = (
     "Trainer",
     "Evaluator",
     "Pusher",
+    "EvaluationReport",
 )
 
 
@@ -101,6 +103,7 @@ def make_eval_config(
 def create_pipeline(
     *,
     pipeline_name: str,
+    dataset: str,
     pipeline_root: str,
     data_root: str,
     serving_model_dir: str,
@@ -198,6 +201,21 @@ def create_pipeline(
         custom_config={"keep_versions": keep_versions},
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
     )
+    # The run's evaluation report (components/report.py): a self-contained HTML page
+    # with the confusion matrix, TFMA's per-class accuracy, prediction grids, training
+    # curves and the run's facts, plus the PNGs and report.json. After the Pusher, so
+    # it can say what was pushed.
+    evaluation_report = EvaluationReport(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        model_run=trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"],
+        dataset=dataset,
+        class_names=list(class_names),
+        hparams=dict(hparams),
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -211,6 +229,7 @@ def create_pipeline(
             baseline_resolver,
             evaluator,
             pusher,
+            evaluation_report,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

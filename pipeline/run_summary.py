@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -50,6 +51,8 @@ class RunSummary:
     class_names: list[str] = field(default_factory=list)
     wall_seconds: float | None = None
     gate_failures: list[str] = field(default_factory=list)
+    # The EvaluationReport component's index.html (components/report_component.py).
+    report_path: str | None = None
 
     @property
     def all_cached(self) -> bool:
@@ -238,6 +241,10 @@ def summarize_run(
             summary.pushed_version = custom_property(pushed, "pushed_version")
             summary.pushed_path = custom_property(pushed, "pushed_destination")
             summary.push_reused_version = bool(custom_property(pushed, "reused_version"))
+        if "report" in outputs:
+            from components.report_component import report_html_path
+
+            summary.report_path = report_html_path(outputs["report"][0].uri)
         if "model_run" in outputs:
             stats_path = os.path.join(outputs["model_run"][0].uri, "training_stats.json")
             if os.path.exists(stats_path):
@@ -277,6 +284,8 @@ def format_summary(summary: RunSummary, dataset: str) -> str:
         lines.append(f"pushed: version {summary.pushed_version} at {summary.pushed_path}")
     else:
         lines.append("pushed: nothing (model not blessed or push cached)")
+    if summary.report_path:
+        lines.append(f"report: {Path(summary.report_path).resolve().as_uri()}")
     lines.append("component times (from ML Metadata):")
     for component in summary.components:
         lines.append(f"  {component.name:<18} {component.state:<9} {component.seconds:7.1f} s")

@@ -14,6 +14,7 @@ from pipeline.pipeline import COMPONENT_ORDER, create_pipeline, make_eval_config
 def _pipeline(tmp_path: Path, **overrides):
     settings = dict(
         pipeline_name="p",
+        dataset="mnist",
         pipeline_root=str(tmp_path / "root"),
         data_root=str(tmp_path / "data"),
         serving_model_dir=str(tmp_path / "serving" / "mnist"),

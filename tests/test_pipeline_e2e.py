@@ -107,7 +107,8 @@ def pipeline_run(request, tmp_path_factory) -> PipelineRun:
 
 
 RESOLVER = "latest_blessed_model_resolver"
-RE_EVALUATED = ("Evaluator", "Pusher")
+# The report follows the Evaluator: new inputs on the second run, cached on the third.
+RE_EVALUATED = ("Evaluator", "Pusher", "EvaluationReport")
 
 
 def _components(summary: dict, state: bool = False) -> list:
@@ -164,6 +165,18 @@ def test_summary_counts_accuracy_and_blessing(pipeline_run):
     for name in names:
         assert name in pipeline_run.first.stdout
     assert "BLESSED" in pipeline_run.first.stdout
+
+
+def test_every_run_links_its_evaluation_report(pipeline_run):
+    report = Path(pipeline_run.first_summary["report_path"])
+    assert report.name == "index.html" and report.is_file()
+    assert f"report: {report.resolve().as_uri()}" in pipeline_run.first.stdout
+    facts = json.loads((report.parent / "report.json").read_text())
+    assert json.dumps(facts).count(pipeline_run.first_summary["pushed_version"]) >= 1
+    html = report.read_text()
+    assert "http://" not in html and "https://" not in html
+    for name in get_dataset(pipeline_run.dataset).class_names:
+        assert name.replace("/", "&#x2F;") in html or name in html
 
 
 def test_pushed_model_is_one_loadable_version(pipeline_run):

@@ -16,7 +16,6 @@ import base64
 import html
 import json
 import re
-import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -334,12 +333,12 @@ def test_execution_id_comes_from_the_executor_context(tmp_path):
 
 def test_component_wires_after_the_pusher_and_compiles(tmp_path):
     from tfx.dsl.compiler import compiler
-    from tfx.v1.dsl import Pipeline
 
     from pipeline.pipeline import create_pipeline
 
-    pipeline = create_pipeline(
+    full = create_pipeline(
         pipeline_name="p",
+        dataset="mnist",
         pipeline_root=str(tmp_path / "root"),
         data_root=str(tmp_path / "data"),
         serving_model_dir=str(tmp_path / "serving"),
@@ -347,29 +346,8 @@ def test_component_wires_after_the_pusher_and_compiles(tmp_path):
         class_names=[str(i) for i in range(10)],
         min_accuracy=0.9,
     )
-    by_id = {component.id: component for component in pipeline.components}
-    report_node = EvaluationReport(
-        examples=by_id["ExampleGen"].outputs["examples"],
-        model=by_id["Trainer"].outputs["model"],
-        model_run=by_id["Trainer"].outputs["model_run"],
-        evaluation=by_id["Evaluator"].outputs["evaluation"],
-        blessing=by_id["Evaluator"].outputs["blessing"],
-        pushed_model=by_id["Pusher"].outputs["pushed_model"],
-        dataset="mnist",
-        class_names=[str(i) for i in range(10)],
-        hparams={"epochs": 1},
-    )
-    assert report_node.id == "EvaluationReport"
-    with warnings.catch_warnings():
-        # The pipeline's components are reused in a second Pipeline here, which TFX
-        # warns about; create_pipeline itself will hold the component.
-        warnings.simplefilter("ignore", UserWarning)
-        full = Pipeline(
-            pipeline_name="p",
-            pipeline_root=str(tmp_path / "root"),
-            components=[*pipeline.components, report_node],
-        )
-        ir = compiler.Compiler().compile(full)
+    assert full.components[-1].id == NODE_ID
+    ir = compiler.Compiler().compile(full)
     node = next(n.pipeline_node for n in ir.nodes if n.pipeline_node.node_info.id == NODE_ID)
     producers = {
         key: spec.channels[0].producer_node_query.id for key, spec in node.inputs.inputs.items()
