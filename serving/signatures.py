@@ -148,9 +148,51 @@ def warm_up_inputs(signature: Signature) -> dict[str, np.ndarray] | None:
     return inputs
 
 
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TF Serving reads at most this many warm-up records.
+MAX_WARMUP_RECORDS = 1000
+
+
+def replay_warmup_file(servable: ServableModel) -> int:
+    """Replay the version's ``assets.extra/tf_serving_warmup_requests`` as TF Serving
+    does: each record is a PredictionLog whose Predict (or Classify) request is run
+    on its signature; any failure fails the load. Returns the number replayed (0
+    when the file is absent)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(servable.path, WARMUP_FILE)
+    if not os.path.exists(path):
+        return 0
+    replayed = 0
+    for index, record in enumerate(tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        kind = log.WhichOneof("log_type")
+        try:
+            if kind == "predict_log":
+                request = log.predict_log.request
+                signature = servable.signature(request.model_spec.signature_name)
+                inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+            elif kind == "classify_log":
+                request = log.classify_log.request
+                signature = servable.signature(request.model_spec.signature_name)
+                examples = [e.SerializeToString() for e in request.input.example_list.examples]
+                (key,) = signature.inputs
+                inputs = {key: np.array(examples, dtype=object)}
+            else:
+                raise ValueError(f"unsupported log type {kind!r}")
+            servable.run(signature, inputs)
+        except Exception as error:  # noqa: BLE001 - any failure fails the load, as in TF Serving
+            raise ValueError(f"{path}: warm-up record {index} failed: {error}") from error
+        replayed += 1
+    logger.info("replayed %d warm-up requests from %s", replayed, path)
+    return replayed
+
+
 def warm_up(servable: ServableModel) -> None:
-    """Answer one request on every signature, so a version is swapped in only once it works
-    (and its functions are traced before the first client waits on them)."""
+    """Replay the version's own warm-up file (TF Serving's ``assets.extra`` convention),
+    then answer one request on every signature, so a version is swapped in only once it
+    works (and its functions are traced before the first client waits on them)."""
+    replay_warmup_file(servable)
     for signature in servable.signatures.values():
         inputs = warm_up_inputs(signature)
         if inputs is None:

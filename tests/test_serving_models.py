@@ -75,7 +75,14 @@ def exported_versions() -> list[Path]:
                 verbose=0,
             )
             path = root / f"export-seed{seed}"
-            export_serving_model(model, tft_output, str(path), CLASS_NAMES)
+            # With the verification set and TF Serving's warm-up file, as the Trainer
+            # writes them, so every served version replays its warm-up requests.
+            eval_images, eval_labels = mnist_images("t10k")
+            warmup = [
+                serialized_example(image, int(label))
+                for image, label in zip(eval_images[:16], eval_labels[:16], strict=True)
+            ]
+            export_serving_model(model, tft_output, str(path), CLASS_NAMES, warmup)
             paths.append(path)
         _built["paths"] = paths
     return _built["paths"]
