@@ -29,6 +29,8 @@ setup(
         "orjson",
         # the evaluation report's figures (Agg backend, no display)
         "matplotlib",
+        # ML Metadata on MySQL: the one-run-per-store named lock and clear login errors
+        "pymysql",
     ],
     extras_require={
         "dev": ["pytest", "ruff", "pyyaml"],

@@ -64,8 +64,9 @@ def _add_run_paths(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-name", help="default: <dataset>_cnn")
     parser.add_argument(
         "--metadata",
-        type=Path,
-        help="SQLite ML Metadata file (default: OUTPUT_ROOT/<pipeline>/metadata.sqlite)",
+        help="ML Metadata store: a SQLite file or sqlite:///path (default: "
+        "OUTPUT_ROOT/<pipeline>/metadata.sqlite), or mysql://user@host[:port]/database with "
+        "the password in $MNIST_TFX_MYSQL_PASSWORD",
     )
 
 
@@ -335,6 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hparams=overrides,
         enable_cache=not args.no_cache,
     )
+    _ = config.metadata_connection  # a bad --metadata value exits 2 before any data is converted
     from components.datasets import get_dataset
     from pipeline.local_runner import run_local
     from pipeline.run_summary import format_summary, summarize_run
@@ -362,11 +364,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline.run_summary import format_summary, summarize_run
 
     config = _run_config(args)
-    if not config.metadata.exists():
-        print(
-            f"error: no metadata store at {config.metadata}; run the pipeline first",
-            file=sys.stderr,
-        )
+    from pipeline.metadata_config import sqlite_path
+
+    path = sqlite_path(config.metadata_connection)
+    if path is not None and not Path(path).exists():
+        print(f"error: no metadata store at {path}; run the pipeline first", file=sys.stderr)
         return EXIT_BAD_INPUT
     summary = summarize_run(
         str(config.metadata), config.name, get_dataset(config.dataset).class_names
@@ -379,11 +381,11 @@ def cmd_versions(args: argparse.Namespace) -> int:
     from pipeline.lineage import format_versions, list_version_lineage, versions_json
 
     config = _run_config(args, serving_root=args.serving_root, model_name=args.model_name)
-    if not config.metadata.exists():
-        print(
-            f"error: no metadata store at {config.metadata}; run the pipeline first",
-            file=sys.stderr,
-        )
+    from pipeline.metadata_config import sqlite_path
+
+    path = sqlite_path(config.metadata_connection)
+    if path is not None and not Path(path).exists():
+        print(f"error: no metadata store at {path}; run the pipeline first", file=sys.stderr)
         return EXIT_BAD_INPUT
     rows = list_version_lineage(str(config.metadata), str(config.serving_model_dir))
     print(versions_json(rows) if args.json else format_versions(rows))
@@ -491,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from components.fetch import DataIntegrityError, FetchError
     from components.idx import IdxFormatError
     from components.verify import ModelVerificationError
+    from pipeline.metadata_config import MetadataConnectionError
     from pipeline.metadata_lock import MetadataBusyError
 
     try:
@@ -498,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetadataBusyError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BUSY
+    except MetadataConnectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (IdxFormatError, DataIntegrityError, FetchError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

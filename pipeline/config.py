@@ -31,7 +31,8 @@ class RunConfig:
     pipeline_name: str | None = None
     serving_root: Path | None = None
     model_name: str | None = None
-    metadata_path: Path | None = None
+    # --metadata: a SQLite file, sqlite:///path or mysql://user@host[:port]/database.
+    metadata_path: Path | str | None = None
     min_accuracy: float | None = None
     min_class_accuracy: float | None = None
     max_accuracy_drop: float | None = None
@@ -58,8 +59,15 @@ class RunConfig:
         return self.pipeline_dir / "artifacts"
 
     @property
-    def metadata(self) -> Path:
+    def metadata(self) -> Path | str:
         return self.metadata_path or self.pipeline_dir / "metadata.sqlite"
+
+    @property
+    def metadata_connection(self):
+        """The ML Metadata ConnectionConfig for ``metadata`` (SQLite or MySQL)."""
+        from pipeline.metadata_config import metadata_connection_config
+
+        return metadata_connection_config(self.metadata)
 
     @property
     def serving_model_dir(self) -> Path:

@@ -14,7 +14,7 @@ from components.convert import convert_dataset
 from components.datasets import get_dataset
 from components.fetch import fetch_dataset
 from pipeline.config import RunConfig, code_fingerprint
-from pipeline.metadata_lock import exclusive_metadata
+from pipeline.metadata_config import describe_metadata, exclusive_store
 from pipeline.pipeline import create_pipeline
 from trainer.hparams import hparams_from_overrides
 
@@ -47,9 +47,7 @@ def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
         min_class_accuracy=config.class_accuracy_floors,
         max_accuracy_drop=config.accuracy_drop_allowed,
         keep_versions=config.keep_versions,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(config.metadata.resolve())
-        ),
+        metadata_connection_config=config.metadata_connection,
         beam_pipeline_args=config.beam_args,
         code_fingerprint=code_fingerprint(),
         enable_cache=config.enable_cache,
@@ -61,7 +59,13 @@ def run_local(config: RunConfig) -> None:
     metadata store (MetadataBusyError otherwise)."""
     # Data first: bad input fails here, before anything under the output root exists.
     data_root = prepare_data(config)
-    with exclusive_metadata(config.metadata):
+    connection = config.metadata_connection
+    with exclusive_store(connection):
         pipeline = build_pipeline(config, data_root)
-        logging.info("running pipeline %s (root %s)", config.name, config.pipeline_root)
+        logging.info(
+            "running pipeline %s (root %s, metadata %s)",
+            config.name,
+            config.pipeline_root,
+            describe_metadata(connection),
+        )
         tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -64,11 +64,16 @@ class RunSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
+def open_store(
+    metadata: str | os.PathLike | metadata_store_pb2.ConnectionConfig,
+) -> metadata_store.MetadataStore:
+    """Read-only store from a SQLite path, ``sqlite:///path``, ``mysql://...`` or a
+    ConnectionConfig (``pipeline/metadata_config.py``)."""
+    from pipeline.metadata_config import metadata_connection_config, open_metadata_store
+
+    if not isinstance(metadata, metadata_store_pb2.ConnectionConfig):
+        metadata = metadata_connection_config(metadata)
+    return open_metadata_store(metadata, read_only=True)
 
 
 def latest_run_context(

@@ -177,9 +177,9 @@ def test_lock_names_fit_mysqls_64_characters():
 # --------------------------------------------------- the pipeline run (a script)
 
 
-def run_pipeline(config, data_root: Path, output_root: Path) -> None:
-    """The pipeline exactly as ``mnist-tfx run`` builds it (with the e2e tests' small
-    settings), but with ``config`` as its ML Metadata store."""
+def run_pipeline(metadata: str, data_root: Path, output_root: Path) -> None:
+    """The pipeline exactly as ``mnist-tfx run --metadata METADATA`` builds it (with the
+    e2e tests' small settings); the lock is taken by ``main`` so the test can see it."""
     from tfx import v1 as tfx
 
     from pipeline.config import RunConfig
@@ -191,10 +191,9 @@ def run_pipeline(config, data_root: Path, output_root: Path) -> None:
         min_accuracy=0.4,
         min_class_accuracy=0,
         hparams={"epochs": 3, "batch_size": 50},
+        metadata_path=metadata,
     )
     pipeline = build_pipeline(run, data_root)
-    # RunConfig takes only a SQLite path so far: swap in the store to use.
-    pipeline.metadata_connection_config = config
     tfx.orchestration.LocalDagRunner().run(pipeline)
 
 
@@ -205,7 +204,7 @@ def main(argv: list[str]) -> int:
     try:
         with exclusive_store(config):
             print("locked", flush=True)
-            run_pipeline(config, Path(data_root), Path(output_root))
+            run_pipeline(metadata, Path(data_root), Path(output_root))
     except MetadataBusyError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BUSY
@@ -397,7 +396,7 @@ def test_the_blessed_model_was_pushed(twin_runs):
 
 
 def _proposed_open_store(metadata: str):
-    """``pipeline.run_summary.open_store`` as proposed: any ``--metadata`` value."""
+    """A store from any ``--metadata`` value, as ``pipeline.run_summary.open_store`` opens it."""
     return open_metadata_store(metadata_connection_config(metadata))
 
 
@@ -420,7 +419,6 @@ def both_summaries(twin_runs, monkeypatch):
     from components.datasets import get_dataset
     from pipeline import run_summary
 
-    monkeypatch.setattr(run_summary, "open_store", _proposed_open_store)
     monkeypatch.setenv(PASSWORD_ENV, twin_runs.server.password)
     names = get_dataset(DATASET).class_names
     on_mysql = run_summary.summarize_run(twin_runs.url, PIPELINE_NAME, names)
@@ -468,7 +466,6 @@ def test_version_lineage_reads_the_same_from_mysql_as_from_sqlite(
 ):
     from pipeline import lineage
 
-    monkeypatch.setattr(lineage, "open_store", _proposed_open_store)
     monkeypatch.setenv(PASSWORD_ENV, twin_runs.server.password)
     (on_mysql,) = lineage.list_version_lineage(
         twin_runs.url, str(twin_runs.serving_dir(twin_runs.mysql_root))
