@@ -133,12 +133,13 @@ def main() -> None:
         default=4,
         help="epochs of each of the Trainer path and the bare fit, interleaved",
     )
-    parser.add_argument("--beam-arg", action="append", default=None)
+    parser.add_argument("--beam", default="direct", help="Beam runner (mnist-tfx run --beam)")
+    parser.add_argument("--beam-arg", action="append", default=[])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
+    from pipeline.beam_runners import beam_pipeline_args
     from pipeline.cli import main as cli_main
-    from pipeline.config import DEFAULT_BEAM_ARGS
     from pipeline.run_summary import summarize_run
 
     shutil.rmtree(args.output_root, ignore_errors=True)
@@ -153,7 +154,8 @@ def main() -> None:
         str(args.output_root),
         "--no-cache",
     ]
-    for beam_arg in args.beam_arg or DEFAULT_BEAM_ARGS:
+    cli_args.append(f"--beam={args.beam}")
+    for beam_arg in args.beam_arg:
         cli_args.append(f"--beam-arg={beam_arg}")
     code = cli_main(cli_args)
     wall = time.perf_counter() - start
@@ -177,9 +179,10 @@ def main() -> None:
         "interleaved": comparison,
         "throughput_ratio": comparison["ratio_of_medians"],
         "pipeline_trainer_vs_bare_median": round(trainer_ips / comparison["bare_median"], 3),
-        "beam_args": list(args.beam_arg or DEFAULT_BEAM_ARGS),
+        "beam_args": beam_pipeline_args(args.beam, args.beam_arg),
     }
     print("\n=== bench_pipeline ===")
+    print(f"Beam: {' '.join(figures['beam_args'])}")
     print(
         f"dataset {args.dataset}: eval accuracy {summary.accuracy:.4f}, pipeline wall {wall:.1f} s"
     )

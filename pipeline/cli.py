@@ -43,6 +43,26 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_beam(parser: argparse.ArgumentParser) -> None:
+    from pipeline.beam_runners import BEAM_RUNNERS
+
+    parser.add_argument(
+        "--beam",
+        choices=BEAM_RUNNERS,
+        default="direct",
+        help="Beam runner for ExampleGen, StatisticsGen, Transform and the Evaluator "
+        "(default: direct, in memory, one worker; see the README for what each needs)",
+    )
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        metavar="--NAME=VALUE",
+        help="extra Beam pipeline argument, replacing the runner's default of the same name "
+        "(repeatable)",
+    )
+
+
 def _add_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
@@ -159,13 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="any other hyperparameter, e.g. --param optimizer=sgd (repeatable)",
     )
-    run.add_argument(
-        "--beam-arg",
-        action="append",
-        default=None,
-        metavar="ARG",
-        help="Beam pipeline argument (repeatable; replaces the in-memory DirectRunner default)",
-    )
+    _add_beam(run)
     run.add_argument("--no-cache", action="store_true", help="run every component again")
     run.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
 
@@ -229,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a hyperparameter of every model, e.g. --param max_steps=20 (repeatable)",
     )
-    reproduce.add_argument("--beam-arg", action="append", default=None, metavar="ARG")
+    _add_beam(reproduce)
 
     rollback = sub.add_parser(
         "rollback",
@@ -287,9 +301,14 @@ def _hparam_overrides(args: argparse.Namespace) -> dict:
 
 
 def _run_config(args: argparse.Namespace, **extra):
+    from pipeline.beam_runners import beam_pipeline_args
     from pipeline.config import DEFAULT_BEAM_ARGS, RunConfig
 
-    beam_args = tuple(getattr(args, "beam_arg", None) or DEFAULT_BEAM_ARGS)
+    beam_args = (
+        tuple(beam_pipeline_args(args.beam, args.beam_arg))
+        if hasattr(args, "beam")
+        else DEFAULT_BEAM_ARGS
+    )
     return RunConfig(
         dataset=args.dataset,
         output_root=getattr(args, "output_root", Path("tfx_output")),
@@ -393,7 +412,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from pipeline.config import DEFAULT_BEAM_ARGS
+    from pipeline.beam_runners import beam_pipeline_args
     from pipeline.reproduce import format_markdown, run_one, write_table
     from trainer.hparams import MODEL_DEFAULTS, parse_override
 
@@ -423,7 +442,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 args.data_dir,
                 source=sources.get(dataset, "auto"),
                 overrides=overrides,
-                beam_args=args.beam_arg or DEFAULT_BEAM_ARGS,
+                beam_args=beam_pipeline_args(args.beam, args.beam_arg),
             )
             accuracy = f"{row.accuracy:.4f}" if row.accuracy is not None else "n/a"
             print(f"  accuracy {accuracy}, {row.wall_seconds:.0f} s", flush=True)

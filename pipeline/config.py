@@ -17,7 +17,12 @@ DEFAULT_MIN_ACCURACY = {"mnist": 0.98, "fashion_mnist": 0.88}
 # Floor on every class's eval accuracy. Fashion-MNIST's Shirt class is the hard one
 # (about 0.7 for this CNN), hence its lower floor.
 DEFAULT_MIN_CLASS_ACCURACY = {"mnist": 0.95, "fashion_mnist": 0.60}
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# `--beam direct` (pipeline/beam_runners.py): Beam's DirectRunner in this process.
+DEFAULT_BEAM_ARGS = (
+    "--runner=DirectRunner",
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+)
 
 
 @dataclass(frozen=True)
