@@ -4,7 +4,7 @@
 #   docker build -t REGISTRY/mnist-tfx:TAG . && docker push REGISTRY/mnist-tfx:TAG
 #
 # Never built by the tests: these machines cannot pull python:3.10-slim (no Docker
-# Hub). tests/test_kubeflow_runner.py checks what can be checked offline.
+# Hub). tests/pipeline/test_kubeflow_runner.py checks what can be checked offline.
 
 # Debian 12 (glibc 2.36), what TFX 1.16's native wheels need; Python 3.10, what it allows.
 FROM python:3.10-slim-bookworm
@@ -34,11 +34,14 @@ RUN pip install "pip==24.2" \
 
 # The code: every package a step imports by module path (executors, the report's
 # artifact type, trainer's preprocessing_fn and run_fn).
+COPY ingest/ ingest/
 COPY components/ components/
+COPY report/ report/
 COPY pipeline/ pipeline/
 COPY trainer/ trainer/
 COPY serving/ serving/
+COPY cli/ cli/
 RUN pip install --no-deps --no-build-isolation -c requirements.lock . \
-    && python -c "import components.example_gen, components.pusher, components.report_component, trainer.task, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+    && python -c "import components.example_gen.executor, components.pusher.executor, components.data_validator.executor, components.evaluation_report.executor, trainer.task, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 # No ENTRYPOINT: KubeflowV2DagRunner gives each step its command.

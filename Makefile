@@ -36,8 +36,9 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; fi
 
-## make test: set up, then the whole suite (unit + end-to-end on the committed fixture).
-test: setup browser
+## make test: set up, lint (style and the package layering), then the whole suite
+## (unit + end-to-end on the committed fixture).
+test: setup browser lint
 	$(PY) -m pytest tests $(ARGS)
 
 test-fast: setup
@@ -63,12 +64,12 @@ bench-serving: setup
 ## compile for Kubeflow Pipelines v2 / Vertex into tfx_output/kubeflow/<pipeline>.yaml.
 kubeflow: setup
 	$(if $(and $(IMAGE),$(PIPELINE_ROOT),$(DATA_ROOT),$(SERVING_MODEL_DIR)),,$(error make kubeflow \
-		needs IMAGE=, PIPELINE_ROOT=, DATA_ROOT= and SERVING_MODEL_DIR= (README: Kubeflow)))
+		needs IMAGE=, PIPELINE_ROOT=, DATA_ROOT= and SERVING_MODEL_DIR= (docs/orchestrators.md, Kubeflow)))
 	$(PY) -m pipeline.kubeflow_runner --image "$(IMAGE)" --pipeline-root "$(PIPELINE_ROOT)" \
 		--data-root "$(DATA_ROOT)" --serving-model-dir "$(SERVING_MODEL_DIR)" --dataset $(DATASET) $(ARGS)
 
 ## make airflow: convert the data, then Airflow (scheduler + web UI on localhost:8080, SQLite,
-## state in .airflow/) with the pipeline's DAG from dags/; see README "Scheduled runs with Airflow".
+## state in .airflow/) with the pipeline's DAG from dags/; see docs/orchestrators.md, Airflow.
 ## `standalone` starts `airflow scheduler` etc. from PATH, hence the venv's bin first. Importing
 ## TFX takes 10-20 s, which on a busy machine nears Airflow's 30 s DAG import timeout.
 airflow: setup
@@ -82,9 +83,11 @@ airflow: setup
 	MNIST_TFX_DATASET=$(DATASET) \
 	$(VENV)/bin/airflow standalone
 
+## make lint: ruff (style) and lint-imports (the layering contracts in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -12,7 +12,11 @@ setup(
     version="0.1.0",
     description="TFX pipeline: raw MNIST / Fashion-MNIST files to a TF Serving model",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*"]),
+    packages=find_packages(
+        include=["ingest*", "components*", "report*", "trainer*", "pipeline*", "serving*", "cli*"]
+    ),
+    # The evaluation report's page template (report/templates/).
+    package_data={"report": ["templates/*.html"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
@@ -29,18 +33,19 @@ setup(
         "orjson",
         # the server's event loop (libuv): less CPU per request than asyncio's own loop
         "uvloop",
-        # the evaluation report's figures (Agg backend, no display)
+        # the evaluation report: figures (Agg backend, no display) and its page template
         "matplotlib",
+        "jinja2",
         # ML Metadata on MySQL: the one-run-per-store named lock and clear login errors
         "pymysql",
     ],
     extras_require={
-        "dev": ["pytest", "ruff", "pyyaml"],
+        "dev": ["pytest", "ruff", "pyyaml", "import-linter"],
         # The scheduled orchestrator (pipeline/airflow_dag.py). Airflow 2.x: TFX 1.16's
         # AirflowDagRunner predates Airflow 3.
         "airflow": ["apache-airflow>=2.9,<3"],
         # Compiling for Kubeflow Pipelines v2 / Vertex (pipeline/kubeflow_runner.py).
         "kfp": ["kfp>=2,<3", "kfp-pipeline-spec>=0.2.2"],
     },
-    entry_points={"console_scripts": ["mnist-tfx=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["mnist-tfx=cli.main:main"]},
 )

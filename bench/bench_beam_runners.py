@@ -29,7 +29,7 @@ def run_once(runner: str, args: argparse.Namespace, index: int) -> dict[str, flo
     command = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        "cli",
         "run",
         "--dataset",
         args.dataset,

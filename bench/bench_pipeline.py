@@ -82,7 +82,7 @@ def interleaved_comparison(output_root: Path, dataset: str, data_dir: Path, roun
 
     import tensorflow_transform as tft
 
-    from components.idx import read_idx_pair
+    from ingest.idx import read_idx_pair
     from trainer.hparams import HParams
 
     artifacts = output_root / f"{dataset}_cnn" / "artifacts"
@@ -138,8 +138,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
+    from cli.main import main as cli_main
     from pipeline.beam_runners import beam_pipeline_args
-    from pipeline.cli import main as cli_main
     from pipeline.run_summary import summarize_run
 
     shutil.rmtree(args.output_root, ignore_errors=True)

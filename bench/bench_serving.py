@@ -197,7 +197,7 @@ async def measure(calls, count: int, clients: tuple[int, ...], seconds: float, s
 
 
 async def run_load(args: argparse.Namespace) -> dict[str, dict]:
-    from components.idx import read_idx_images
+    from ingest.idx import read_idx_images
 
     image = read_idx_images(REPO / "tests/fixtures/mnist/t10k-images-idx3-ubyte.gz")[0]
     most = max(args.clients)
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {args.base_path} does not exist; run `make run` first")
     model_dir = latest_version(args.base_path)
 
-    from components.idx import read_idx_images
+    from ingest.idx import read_idx_images
 
     image = read_idx_images(REPO / "tests/fixtures/mnist/t10k-images-idx3-ubyte.gz")[0]
     figures: dict[str, object] = {

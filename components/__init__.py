@@ -1,5 +1,13 @@
-"""Data and component code of our own: dataset facts, IDX reading, fetching and
-conversion to TFRecords, and the custom TFX executors (atomic Pusher).
+"""Our TFX components, one folder each, component and executor side by side as in
+TFX's own ``tfx/components/<name>/``:
+
+- ``example_gen/``: the executor of TFX's FileBasedExampleGen that copies whole
+  shards and checks every record;
+- ``data_validator/``: the ExampleValidator that stops the run on anomalies and drift
+  (component, executor, and the data profile it compares);
+- ``pusher/``: the executor of TFX's Pusher that publishes a verified version atomically;
+- ``evaluation_report/``: the component that writes each run's HTML report (the page
+  itself is the ``report`` package).
 
 Importing it selects Keras 2 (``tf_keras``) before TensorFlow loads.
 """
@@ -15,7 +23,7 @@ def __getattr__(name: str):
     # Kubeflow's container imports the report's artifact type by its TYPE_NAME,
     # components.EvaluationReportArtifact; lazily, so the package stays light.
     if name == "EvaluationReportArtifact":
-        from components.report_component import EvaluationReportArtifact
+        from components.evaluation_report.component import EvaluationReportArtifact
 
         return EvaluationReportArtifact
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,12 @@
-"""Pipeline wiring (``create_pipeline``), its runners and the ``mnist-tfx`` CLI.
+"""Pipeline wiring (``create_pipeline`` and its typed settings), its runners (local,
+Airflow, Kubeflow), run configuration, ML Metadata access, run summaries and lineage.
 
-Nothing here imports the model code: the Transform and Trainer components load
-``trainer`` by module path. Importing this package selects Keras 2 (``tf_keras``)
-before TensorFlow loads, as TFX 1.16's components require.
+The wiring refers to the model code by module path (the Transform and Trainer load
+``trainer.transform`` / ``trainer.task``); it reads only the hyperparameters and the
+code fingerprint from ``trainer``. The command line is the ``cli`` package.
+
+Importing this package selects Keras 2 (``tf_keras``) before TensorFlow loads, as
+TFX 1.16's components require.
 """
 
 import os

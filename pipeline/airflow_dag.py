@@ -36,7 +36,7 @@ from tfx.orchestration import metadata
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 from tfx.orchestration.launcher.in_process_component_launcher import InProcessComponentLauncher
 
-from pipeline import cli
+from pipeline import run_flags
 from pipeline.config import RunConfig
 from pipeline.local_runner import build_pipeline
 
@@ -76,7 +76,8 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            return cli.build_parser().parse_args(argv)
+            # argv[0] is the subcommand, run.
+            return run_flags.build_run_parser().parse_args(argv[1:])
     except SystemExit as error:
         message = stderr.getvalue().strip().splitlines()
         raise ValueError(
@@ -89,7 +90,7 @@ def run_config_from_env(env: Mapping[str, str]) -> RunConfig:
     args = _parse_run_args(run_args_from_env(env))
     # Task processes need not share the scheduler's working directory.
     args.output_root, args.data_dir = args.output_root.resolve(), args.data_dir.resolve()
-    return cli.run_config_from_args(args)
+    return run_flags.run_config_from_args(args)
 
 
 def schedule_from_env(env: Mapping[str, str]) -> str | None:

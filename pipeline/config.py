@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer
-from components.data_profile import DEFAULT_MAX_DRIFT, DEFAULT_MAX_LABEL_DRIFT
+from components.data_validator.profile import DEFAULT_MAX_DRIFT, DEFAULT_MAX_LABEL_DRIFT
 
 # Blessing floor on overall eval accuracy, per dataset (the Evaluator's threshold).
 DEFAULT_MIN_ACCURACY = {"mnist": 0.98, "fashion_mnist": 0.88}
@@ -120,7 +120,7 @@ class RunConfig:
 
 
 # Code outside trainer/ that the Trainer runs.
-_TRAINER_DEPENDENCIES = ("components/data_profile.py",)
+_TRAINER_DEPENDENCIES = ("components/data_validator/profile.py",)
 
 
 def code_fingerprint() -> str:

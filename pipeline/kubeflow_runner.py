@@ -5,8 +5,8 @@ It chooses the paths (all of them in the cluster's storage, none of this
 machine's), the container image every step runs in and the Beam runner, then makes
 the same ``create_pipeline`` call as ``pipeline.local_runner``, with the gates,
 names and hyperparameters derived by ``RunConfig`` and ``trainer.hparams``. It
-neither builds the image (``Dockerfile``) nor submits the run (README, "Kubeflow
-Pipelines v2 / Vertex").
+neither builds the image (``Dockerfile``) nor submits the run (docs/orchestrators.md,
+"Kubeflow Pipelines v2 and Vertex").
 
 Two output formats, chosen by ``--output``'s suffix:
 
@@ -111,27 +111,26 @@ def build_kubeflow_pipeline(
     data_root: str,
     serving_model_dir: str,
 ) -> Any:
-    """The ``create_pipeline`` call of ``local_runner.build_pipeline`` with the
-    cluster's paths and no metadata connection: KFP and Vertex give every step
-    their own ML Metadata."""
-    from pipeline.local_runner import pipeline_settings
+    """``create_pipeline`` with the same settings as ``local_runner.build_pipeline``
+    (``settings_from_config``), the cluster's paths and no metadata connection: KFP
+    and Vertex give every step their own ML Metadata."""
     from pipeline.pipeline import create_pipeline
+    from pipeline.settings import PipelinePaths, settings_from_config
 
     if config.num_spans > 1:
         raise ValueError(
             f"--spans {config.num_spans}: Kubeflow's compiler supports only the latest-artifact "
             "and latest-blessed-model resolvers, not the span resolver --spans needs"
         )
-    # The image must hold the same trainer/ as this checkout (build both from one commit):
-    # pipeline_settings' code fingerprint is this checkout's.
-    return create_pipeline(
+    paths = PipelinePaths(
         pipeline_name=kubeflow_pipeline_name(config.name),
         pipeline_root=check_location("--pipeline-root", pipeline_root, remote_only=True),
         data_root=check_location("--data-root", data_root),
         serving_model_dir=check_location("--serving-model-dir", serving_model_dir),
-        metadata_connection_config=None,
-        **pipeline_settings(config),
     )
+    # The image must hold the same trainer/ as this checkout (build both from one commit):
+    # the settings' code fingerprint is this checkout's.
+    return create_pipeline(paths, settings_from_config(config, metadata_connection_config=None))
 
 
 def compile_pipeline(tfx_pipeline: Any, image: str, output: Path) -> dict[str, Any]:
@@ -166,7 +165,7 @@ def compile_pipeline(tfx_pipeline: Any, image: str, output: Path) -> dict[str, A
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.cli import _add_beam, _add_dataset
+    from pipeline.run_flags import add_beam, add_dataset
     from trainer.hparams import MODEL_DEFAULTS
 
     parser = argparse.ArgumentParser(
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="TF Serving base path: blessed models are pushed to SERVING_MODEL_DIR/<version>",
     )
-    _add_dataset(parser)
+    add_dataset(parser)
     parser.add_argument(
         "--pipeline-name", help="default: <dataset>-cnn (<dataset>-<model> for other models)"
     )
@@ -217,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a hyperparameter, e.g. --param epochs=5 (repeatable)",
     )
-    _add_beam(parser)
+    add_beam(parser)
     parser.add_argument("--no-cache", action="store_true", help="turn off KFP's step cache")
     return parser
 
@@ -225,10 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pipeline.cli import _hparam_overrides, _run_config
+    from pipeline.run_flags import hparams_from_args, partial_run_config
 
     try:
-        config = _run_config(args, hparams=_hparam_overrides(args), enable_cache=not args.no_cache)
+        config = partial_run_config(
+            args, hparams=hparams_from_args(args), enable_cache=not args.no_cache
+        )
         tfx_pipeline = build_kubeflow_pipeline(
             config,
             pipeline_root=args.pipeline_root,

@@ -21,7 +21,6 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.publish import list_versions, rollback_sources
 from pipeline.run_summary import (
     custom_property,
     open_store,
@@ -29,6 +28,7 @@ from pipeline.run_summary import (
     read_accuracy,
     span_of,
 )
+from serving.publish import list_versions, rollback_sources
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _data_lineage(
     (examples,) = store.get_artifacts_by_id([examples_id])
     span = span_of(examples)
     lineage.span = span
-    # Each span has its own conversion manifest (components/convert.py).
+    # Each span has its own conversion manifest (ingest/convert.py).
     manifest = Path(lineage.data_root or "") / f"span-{span or 0}" / "manifest.json"
     if manifest.is_file():
         content = json.loads(manifest.read_text(encoding="utf-8"))

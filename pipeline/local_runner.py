@@ -11,14 +11,15 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 
-from components.convert import MANIFEST_FILE, convert_dataset, ingest_span, list_spans, span_dir
-from components.data_validator import DataValidationError
-from components.datasets import get_dataset
-from components.fetch import fetch_dataset
-from pipeline.config import RunConfig, code_fingerprint
+from components.data_validator.executor import DataValidationError
+from ingest.convert import MANIFEST_FILE, convert_dataset
+from ingest.datasets import get_dataset
+from ingest.fetch import fetch_dataset
+from ingest.spans import ingest_span, list_spans, span_dir
+from pipeline.config import RunConfig
 from pipeline.metadata_config import describe_metadata, exclusive_store
 from pipeline.pipeline import create_pipeline
-from trainer.hparams import hparams_from_overrides
+from pipeline.settings import PipelinePaths, settings_from_config
 
 
 def _was_ingested(data_root: Path, span: int) -> bool:
@@ -63,39 +64,17 @@ def ingest(config: RunConfig, span: int | None, train_slice: tuple[int, int] | N
     return ingest_span(idx_dir, config.tfrecord_dir, info, span, train_slice)
 
 
-def pipeline_settings(config: RunConfig) -> dict:
-    """Every ``create_pipeline`` argument that a ``RunConfig`` decides, except the
-    pipeline's name, its paths and the metadata connection, which each runner
-    (local, Airflow, Kubeflow) chooses itself."""
-    info = get_dataset(config.dataset)
-    hparams = hparams_from_overrides(config.hparams, dataset=config.dataset)
-    return dict(
-        dataset=config.dataset,
-        hparams=hparams.to_params(),
-        class_names=info.class_names,
-        min_accuracy=config.accuracy_floor,
-        min_class_accuracy=config.class_accuracy_floors,
-        max_accuracy_drop=config.accuracy_drop_allowed,
-        keep_versions=config.keep_versions,
-        max_drift=config.max_drift,
-        max_label_drift=config.max_label_drift,
-        num_spans=config.num_spans,
-        beam_pipeline_args=config.beam_args,
-        code_fingerprint=code_fingerprint(),
-        enable_cache=config.enable_cache,
-    )
-
-
 def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
-    config.pipeline_dir.mkdir(parents=True, exist_ok=True)
-    return create_pipeline(
+    """The pipeline of ``config`` on local paths, with its ML Metadata connection."""
+    settings = settings_from_config(config, metadata_connection_config=config.metadata_connection)
+    paths = PipelinePaths(
         pipeline_name=config.name,
         pipeline_root=str(config.pipeline_root.resolve()),
         data_root=str(data_root.resolve()),
         serving_model_dir=str(config.serving_model_dir.resolve()),
-        metadata_connection_config=config.metadata_connection,
-        **pipeline_settings(config),
     )
+    config.pipeline_dir.mkdir(parents=True, exist_ok=True)
+    return create_pipeline(paths, settings)
 
 
 def run_local(config: RunConfig) -> None:

@@ -1,12 +1,12 @@
 """``create_pipeline``: the one definition of the TFX pipeline that every runner
-(local, Beam, Airflow, Kubeflow) builds. It takes every path and setting as a
-parameter and refers to user code (``trainer``) by module path only.
+(local, Beam, Airflow, Kubeflow) builds. It takes its paths and settings as typed
+objects (``pipeline/settings.py``) and refers to user code (``trainer``) by module
+path only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
@@ -15,10 +15,11 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
-from components import example_gen as example_gen_executor
-from components.data_validator import DEFAULT_MAX_DRIFT, DEFAULT_MAX_LABEL_DRIFT, DataValidator
-from components.pusher import AtomicPushExecutor
-from components.report_component import EvaluationReport
+from components.data_validator.component import DataValidator
+from components.evaluation_report.component import EvaluationReport
+from components.example_gen import executor as example_gen_executor
+from components.pusher.executor import AtomicPushExecutor
+from pipeline.settings import PipelinePaths, PipelineSettings
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
@@ -101,35 +102,17 @@ def make_eval_config(
     )
 
 
-def create_pipeline(
-    *,
-    pipeline_name: str,
-    dataset: str,
-    pipeline_root: str,
-    data_root: str,
-    serving_model_dir: str,
-    hparams: dict[str, Any],
-    class_names: Sequence[str],
-    min_accuracy: float,
-    min_class_accuracy: Mapping[int, float] | None = None,
-    max_accuracy_drop: float = 0.0,
-    keep_versions: int = 5,
-    max_drift: float = DEFAULT_MAX_DRIFT,
-    max_label_drift: float = DEFAULT_MAX_LABEL_DRIFT,
-    metadata_connection_config: Any | None = None,
-    beam_pipeline_args: Sequence[str] = (),
-    code_fingerprint: str = "",
-    enable_cache: bool = True,
-    num_spans: int = 1,
-) -> tfx.dsl.Pipeline:
-    """The pipeline over the latest span of TFRecords, ``data_root/span-N/{train,eval}/``,
-    ending in a push to ``serving_model_dir/<version>/``."""
+def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl.Pipeline:
+    """The pipeline over the latest span of TFRecords, ``paths.data_root/span-N/{train,eval}/``,
+    ending in a push to ``paths.serving_model_dir/<version>/``."""
+    data, training, release = settings.data, settings.training, settings.release
+    runtime = settings.runtime
     # Imports the converted TFRecords; the two splits are the official train and
     # test sets. FileBasedExampleGen's driver (fingerprints, spans, caching) with
     # an executor that copies whole shards and checks every record
-    # (components/example_gen.py): 2-3 s on full MNIST instead of ImportExampleGen's 11-16.
+    # (components/example_gen/executor.py): 2-3 s on full MNIST instead of ImportExampleGen's 11-16.
     example_gen = FileBasedExampleGen(
-        input_base=data_root,
+        input_base=paths.data_root,
         input_config=example_gen_pb2.Input(
             splits=[
                 # Data arrives in spans (mnist-tfx ingest); the driver picks the latest.
@@ -143,16 +126,14 @@ def create_pipeline(
     # or with num_spans > 1 the latest num_spans spans ExampleGen has imported, found in
     # ML Metadata by a span resolver. Statistics, validation and evaluation look at the
     # latest span only.
-    if num_spans < 1:
-        raise ValueError(f"num_spans: expected >= 1, got {num_spans}")
     training_examples = example_gen.outputs["examples"]
     span_resolver = None
-    if num_spans > 1:
+    if data.num_spans > 1:
         span_resolver = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
             config={
                 "range_config": range_config_pb2.RangeConfig(
-                    rolling_range=range_config_pb2.RollingRange(num_spans=num_spans)
+                    rolling_range=range_config_pb2.RollingRange(num_spans=data.num_spans)
                 )
             },
             # Every Examples artifact ExampleGen has published in this pipeline, not
@@ -185,15 +166,15 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
     # Anomalies against the schema the baseline was trained under, and drift of the
-    # training data against the baseline's (components/data_validator.py). Stops the
+    # training data against the baseline's (components/data_validator/executor.py). Stops the
     # run on either: Transform waits for it.
     example_validator = DataValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
         examples=example_gen.outputs["examples"],
         baseline_model=baseline_resolver.outputs["model"],
-        max_drift=max_drift,
-        max_label_drift=max_label_drift,
+        max_drift=settings.drift.max_drift,
+        max_label_drift=settings.drift.max_label_drift,
     ).with_id("ExampleValidator")
     # Pixels to float 0..1. Not materialized: the Trainer and the serving model apply
     # the graph themselves, which is cheaper than writing 784 floats per image.
@@ -215,10 +196,10 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config={
-            "hparams": dict(hparams),
-            "class_names": list(class_names),
+            "hparams": dict(training.hparams),
+            "class_names": list(data.class_names),
             # Module paths do not change when the code does; this does, so the cache does too.
-            "code_fingerprint": code_fingerprint,
+            "code_fingerprint": training.code_fingerprint,
         },
     )
     # Accuracy overall and per class on the eval split, against the floors and the
@@ -228,7 +209,9 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
         schema=schema_gen.outputs["schema"],
-        eval_config=make_eval_config(min_accuracy, min_class_accuracy, max_accuracy_drop),
+        eval_config=make_eval_config(
+            release.min_accuracy, release.min_class_accuracy, release.max_accuracy_drop
+        ),
         example_splits=["eval"],
     )
     # Publishes a blessed model as the next integer version, atomically, keeping the
@@ -237,12 +220,12 @@ def create_pipeline(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_model_dir)
         ),
-        custom_config={"keep_versions": keep_versions},
+        custom_config={"keep_versions": release.keep_versions},
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
     )
-    # The run's evaluation report (components/report.py): a self-contained HTML page
+    # The run's evaluation report (report/): a self-contained HTML page
     # with the confusion matrix, TFMA's per-class accuracy, prediction grids, training
     # curves and the run's facts, plus the PNGs and report.json. After the Pusher, so
     # it can say what was pushed.
@@ -253,13 +236,13 @@ def create_pipeline(
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
         pushed_model=pusher.outputs["pushed_model"],
-        dataset=dataset,
-        class_names=list(class_names),
-        hparams=dict(hparams),
+        dataset=data.dataset,
+        class_names=list(data.class_names),
+        hparams=dict(training.hparams),
     )
     return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=pipeline_root,
+        pipeline_name=paths.pipeline_name,
+        pipeline_root=paths.pipeline_root,
         components=[
             example_gen,
             *([span_resolver] if span_resolver else []),
@@ -273,7 +256,7 @@ def create_pipeline(
             pusher,
             evaluation_report,
         ],
-        enable_cache=enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(beam_pipeline_args),
+        enable_cache=runtime.enable_cache,
+        metadata_connection_config=runtime.metadata_connection_config,
+        beam_pipeline_args=list(runtime.beam_pipeline_args),
     )

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from components.datasets import get_dataset
+from ingest.datasets import get_dataset
 from pipeline.config import DEFAULT_BEAM_ARGS, RunConfig
 from trainer.hparams import MODEL_DEFAULTS, hparams_for_model
 

@@ -54,7 +54,7 @@ class RunSummary:
     class_names: list[str] = field(default_factory=list)
     wall_seconds: float | None = None
     gate_failures: list[str] = field(default_factory=list)
-    # The EvaluationReport component's index.html (components/report_component.py).
+    # The EvaluationReport component's index.html (components/evaluation_report/executor.py).
     report_path: str | None = None
 
     @property
@@ -269,7 +269,7 @@ def summarize_run(
             summary.pushed_path = custom_property(pushed, "pushed_destination")
             summary.push_reused_version = bool(custom_property(pushed, "reused_version"))
         if "report" in outputs:
-            from components.report_component import report_html_path
+            from components.evaluation_report.executor import report_html_path
 
             summary.report_path = report_html_path(outputs["report"][0].uri)
         if "model_run" in outputs:

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
 
 # The defaults; serving/deploy/batching_parameters.config gives real TF Serving the
-# same values (tests/test_serving_deploy.py keeps them equal).
+# same values (tests/serving/test_deploy.py keeps them equal).
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_TIMEOUT_S = 0.0
 DEFAULT_BATCH_THREADS = 1

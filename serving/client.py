@@ -57,7 +57,7 @@ def image_from_file(path: Path, invert: bool = False) -> np.ndarray:
 
 def image_from_idx(path: Path, index: int) -> np.ndarray:
     """Image ``index`` of an IDX images file (raw or .gz)."""
-    from components.idx import read_idx_images
+    from ingest.idx import read_idx_images
 
     images = read_idx_images(path)
     if not 0 <= index < len(images):
@@ -154,7 +154,7 @@ def predict_grpc(
 
 def class_names_for(model: str) -> Sequence[str] | None:
     """The dataset's class names when the model is named after one (what the pipeline pushes)."""
-    from components.datasets import get_dataset
+    from ingest.datasets import get_dataset
 
     try:
         return get_dataset(model).class_names

@@ -163,6 +163,15 @@ def _label(text: str) -> tuple[str, int]:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``serve`` options, shared by ``mnist-tfx serve`` and ``python -m serving.server``."""
+    _add_model_source_arguments(parser)
+    _add_version_arguments(parser)
+    _add_network_arguments(parser)
+    _add_batching_arguments(parser)
+    _add_thread_arguments(parser)
+
+
+def _add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which model is served and from where."""
     parser.add_argument(
         "--dataset",
         choices=("mnist", "fashion_mnist"),
@@ -185,6 +194,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="TF Serving models.config (ModelServerConfig text proto) naming one or more "
         "models; replaces the model options above",
     )
+
+
+def _add_version_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which of the model's versions are served, and their labels."""
     parser.add_argument(
         "--version-policy",
         choices=("latest", "all", "specific"),
@@ -208,6 +221,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LABEL=VERSION",
         help="version label, e.g. --label stable=1700000000 (repeatable)",
     )
+
+
+def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """Address and ports, how often to look for versions, and the request size limit."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
@@ -232,6 +249,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_REQUEST_BYTES,
         help=f"largest request body accepted (default {DEFAULT_MAX_REQUEST_BYTES})",
     )
+
+
+def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
+    """How concurrent requests are joined into batches (``BatchingConfig``)."""
     parser.add_argument(
         "--no-batching",
         action="store_true",
@@ -258,6 +279,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="full batches allowed to wait for a model thread before requests get 503 "
         f"(default {DEFAULT_MAX_ENQUEUED_BATCHES})",
     )
+
+
+def _add_thread_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model threads and TensorFlow's own thread pools."""
     parser.add_argument(
         "--model-threads",
         type=int,

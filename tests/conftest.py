@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from components.idx import read_idx_pair  # noqa: E402
+from ingest.idx import read_idx_pair  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,17 +7,21 @@ Beam), and the Pusher executor.
 
 Building one dataset's artifacts takes about half a minute, so ``report_inputs``
 and ``report_run`` (the report executor run on them) keep what they built for the
-rest of the test session: both report test modules share it.
+rest of the test session: every report test module shares it. Also here: checks
+the report's tests make from sources the report does not use (``exported_model_outputs``,
+``tfma_per_class``) and the page's start tags (``html_tags``).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.components.trainer.fn_args_utils import FnArgs
@@ -25,19 +29,29 @@ from tfx.proto import example_gen_pb2
 from tfx.proto.orchestration import pipeline_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils, proto_utils
-from transform_fixture import RAW_FEATURE_SPEC, build_transform_output
 
-from components.convert import write_split
-from components.datasets import get_dataset
-from components.example_gen import Executor as ExampleGenExecutor
-from components.idx import read_idx_pair
-from components.pusher import AtomicPushExecutor
-from components.report_component import EvaluationReportArtifact, EvaluationReportExecutor
+from components.evaluation_report.component import EvaluationReportArtifact
+from components.evaluation_report.executor import EvaluationReportExecutor
+from components.example_gen.executor import Executor as ExampleGenExecutor
+from components.pusher.executor import AtomicPushExecutor
+from ingest.convert import write_split
+from ingest.datasets import get_dataset
+from ingest.idx import read_idx_pair
 from pipeline.pipeline import make_eval_config
+from tests.transform_fixture import RAW_FEATURE_SPEC, build_transform_output
 from trainer.hparams import HParams
 from trainer.task import run_fn
 
 FIXTURES = Path(__file__).parent / "fixtures"
+DATASETS = ["mnist", "fashion_mnist"]
+# Every PNG a report on the fixture writes (both datasets have mistakes and a history).
+FIGURES = {
+    "class_accuracy.png",
+    "confusion_matrix.png",
+    "predictions.png",
+    "confident_mistakes.png",
+    "training_curves.png",
+}
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 # Three short epochs: enough for a model that is right more often than not, and
 # still wrong on some images, so every part of the report has something to show.
@@ -288,3 +302,44 @@ def _build(dataset: str, root: Path) -> ReportInputs:
         },
         blessed=bool(blessing.get_int_custom_property("blessed")),
     )
+
+
+def exported_model_outputs(run: ReportRun) -> dict[str, np.ndarray]:
+    """The exported model called by the test itself, on the fixture's eval images as
+    raw pixels (``predict_images_uint8``; the report uses ``serving_default``)."""
+    loaded = tf.saved_model.load(run.inputs.serving_model_dir)
+    outputs = loaded.signatures["predict_images_uint8"](images=tf.constant(run.inputs.eval_images))
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
+def tfma_per_class(run: ReportRun) -> tuple[dict[int, float], dict[int, int]]:
+    """TFMA's per-class accuracy and counts through its view API, not the report's reader."""
+    import tensorflow_model_analysis as tfma
+
+    model_name = "candidate" if GATES[run.inputs.dataset]["baseline"] else None
+    result = tfma.load_eval_result(run.inputs.artifacts["evaluation"].uri, model_name=model_name)
+    accuracy, counts = {}, {}
+    for slice_key, metrics in result.slicing_metrics:
+        if len(slice_key) == 1 and slice_key[0][0] == "label":
+            values = metrics[""][""]
+            accuracy[int(slice_key[0][1])] = values["sparse_categorical_accuracy"]["doubleValue"]
+            counts[int(slice_key[0][1])] = int(values["example_count"]["doubleValue"])
+    return accuracy, counts
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def html_tags(html_text: str) -> list[tuple[str, dict[str, str | None]]]:
+    """Every start tag of ``html_text`` with its attributes, in document order."""
+    parser = _Tags()
+    parser.feed(html_text)
+    return parser.tags

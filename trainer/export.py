@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from components import data_profile
+from components.data_validator import profile as data_profile
 from trainer.transform import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
 
 CLASSIFY_SIGNATURE = "classify"
@@ -152,7 +152,7 @@ def export_serving_model(
     With ``verification_examples`` (serialized tf.Examples), also write to
     ``assets.extra/``: the Trainer's own predictions for them, which the Pusher
     compares with what the written SavedModel answers before publishing it
-    (``components/verify.py``), and TF Serving's warm-up file
+    (``serving/verify.py``), and TF Serving's warm-up file
     ``tf_serving_warmup_requests`` (PredictionLog records of Predict requests on
     ``serving_default``), which TF Serving replays before it serves a new version.
     """
@@ -199,7 +199,7 @@ def write_data_contract(
 ) -> str:
     """``assets.extra/data_contract/``: the schema the model was trained under
     (``schema.pbtxt``) and the profile of its training data (``train_profile.json``,
-    ``components/data_profile.py``). A later run's ExampleValidator holds its data to
+    ``components/data_validator/profile.py``). A later run's ExampleValidator holds its data to
     them once this model is blessed."""
     directory = os.path.join(saved_model_dir, data_profile.CONTRACT_DIR)
     tf.io.gfile.makedirs(directory)

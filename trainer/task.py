@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components import data_profile
+from components.data_validator import profile as data_profile
 from trainer import data, export, train
 from trainer.hparams import HParams
 

@@ -1,0 +1,1 @@
+"""ExampleGen over our TFRecords: TFX's FileBasedExampleGen with a checking executor."""

@@ -1,0 +1,1 @@
+"""TFX's Pusher with an executor that publishes and verifies a version atomically."""

@@ -1,0 +1,79 @@
+"""The serving benchmark's load generator (``bench/bench_serving.py``) against the shared
+test server, briefly: its REST and gRPC clients get answers, every figure the table
+needs is there, and the table prints the target lines. Not a performance test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from tests.serving_fixture import MODEL_NAME, REPO, shared_server
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_serving", REPO / "bench/bench_serving.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_generator_measures_rest_and_grpc(bench):
+    server = shared_server()
+    args = bench.parse_args(
+        [
+            "--load-generator",
+            "--model-name", MODEL_NAME,
+            "--rest-port", str(server.rest_port),
+            "--grpc-port", str(server.grpc_port),
+            "--server-pid", str(server.process.pid),
+            "--requests", "20", "--seconds", "0.3", "--clients", "1,4",
+        ]
+    )  # fmt: skip
+    results = asyncio.run(bench.run_load(args))
+    for api in ("rest", "grpc"):
+        row = results[api]
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+        for clients in (1, 4):
+            assert row[f"c{clients}_images_per_s"] > 0
+            assert row[f"c{clients}_mean_batch"] >= 1
+            assert row[f"c{clients}_server_cpu_ms"] >= 0
+            assert row[f"c{clients}_client_cpu_ms"] > 0
+    figures = {
+        "model": "m/1",
+        "cpus": 2,
+        "load_average_start": "0.10 0.20 0.30",
+        "load_average_end": "0.40 0.50 0.60",
+        "direct": {"p50_ms": 1.0, "p99_ms": 2.0, "batch32_images_per_s": 3000.0},
+        "batching_on": results,
+        "batching_off": results,
+    }
+    table = bench.format_figures(figures, (1, 4))
+    assert "load average (1/5/15 min) 0.10 0.20 0.30 at the start" in table
+    assert "target: 4 clients with batching >= 2,000 images/s: REST" in table
+    assert "target: REST single-image p50 <= 3x the direct call" in table
+    assert table.count("| batching on |") == 2 and table.count("| batching off |") == 2
+    assert not any(math.isnan(v) for v in results["rest"].values())
+
+
+def test_rest_client_refuses_an_error_reply(bench):
+    """A reply other than 200 stops the run rather than counting as an answer."""
+    server = shared_server()
+    request = bench.rest_request(
+        "127.0.0.1", server.rest_port, "no_such_model", np.zeros((28, 28), np.uint8)
+    )
+
+    async def call() -> None:
+        client = bench.RestClient("127.0.0.1", server.rest_port, request)
+        try:
+            await client.call()
+        finally:
+            await client.close()
+
+    with pytest.raises(RuntimeError, match="HTTP 404"):
+        asyncio.run(call())

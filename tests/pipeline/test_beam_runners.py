@@ -1,0 +1,127 @@
+"""``--beam RUNNER``: each runner's documented Beam arguments, overrides, and the
+errors for what is missing (pipeline/beam_runners.py), and the CLI passing them on."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli.main import build_parser
+from pipeline.beam_runners import BEAM_RUNNERS, beam_pipeline_args
+from pipeline.config import DEFAULT_BEAM_ARGS
+from pipeline.run_flags import partial_run_config
+
+EXPECTED = {
+    "direct": [
+        "--runner=DirectRunner",
+        "--direct_running_mode=in_memory",
+        "--direct_num_workers=1",
+    ],
+    "direct-mp": [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=0",
+    ],
+    "portable": [
+        "--runner=PortableRunner",
+        "--job_endpoint=localhost:8099",
+        "--environment_type=LOOPBACK",
+    ],
+    "flink": [
+        "--runner=FlinkRunner",
+        "--flink_master=localhost:8081",
+        "--environment_type=LOOPBACK",
+    ],
+    "spark": [
+        "--runner=SparkRunner",
+        "--spark_master_url=local[2]",
+        "--environment_type=LOOPBACK",
+    ],
+}
+
+
+@pytest.mark.parametrize("runner", sorted(EXPECTED))
+def test_each_runner_has_its_documented_arguments(runner):
+    assert beam_pipeline_args(runner) == EXPECTED[runner]
+
+
+def test_every_runner_is_covered():
+    assert set(BEAM_RUNNERS) == {*EXPECTED, "dataflow"}
+
+
+def test_direct_is_the_pipeline_default():
+    assert list(DEFAULT_BEAM_ARGS) == beam_pipeline_args("direct")
+
+
+def test_extra_arguments_replace_defaults_of_the_same_name():
+    args = beam_pipeline_args("flink", ["--flink_master=flink:8081", "--parallelism=4"])
+    assert args == [
+        "--runner=FlinkRunner",
+        "--environment_type=LOOPBACK",
+        "--flink_master=flink:8081",
+        "--parallelism=4",
+    ]
+    assert beam_pipeline_args("direct-mp", ["--direct_num_workers=2"])[-1] == (
+        "--direct_num_workers=2"
+    )
+
+
+def test_dataflow_needs_project_region_and_temp_location():
+    with pytest.raises(ValueError, match=r"--beam dataflow needs project, region, temp_location"):
+        beam_pipeline_args("dataflow")
+    with pytest.raises(ValueError, match=r"needs temp_location: pass --beam-arg=--temp_location"):
+        beam_pipeline_args("dataflow", ["--project=p", "--region=europe-west4"])
+    args = beam_pipeline_args(
+        "dataflow",
+        [
+            "--project=p",
+            "--region=europe-west4",
+            "--temp_location=gs://b/tmp",
+            "--sdk_container_image=europe-docker.pkg.dev/p/r/mnist-tfx:1",
+        ],
+    )
+    assert args[0] == "--runner=DataflowRunner" and "--temp_location=gs://b/tmp" in args
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ValueError, match=r"--beam 'samza': expected one of direct, direct-mp"):
+        beam_pipeline_args("samza")
+    with pytest.raises(ValueError, match=r"--beam-arg 'parallelism': expected --name=value"):
+        beam_pipeline_args("flink", ["parallelism"])
+
+
+def test_cli_passes_the_runners_arguments_to_the_pipeline():
+    args = build_parser().parse_args(
+        ["run", "--beam", "direct-mp", "--beam-arg=--direct_num_workers=2"]
+    )
+    config = partial_run_config(args)
+    assert list(config.beam_args) == [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+    ]
+    default = partial_run_config(build_parser().parse_args(["run"]))
+    assert default.beam_args == DEFAULT_BEAM_ARGS
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_direct_multi_processing_runs_the_whole_pipeline(tmp_path):
+    """The fixture through every component with Beam's multi-processing DirectRunner
+    (two worker processes), for real."""
+    import json
+
+    from tests.pipeline_fixture import fail_text, pipeline_args, run_cli
+
+    summary_path = tmp_path / "summary.json"
+    proc = run_cli(
+        *pipeline_args("mnist", tmp_path, "--summary-json", str(summary_path)),
+        "--beam",
+        "direct-mp",
+        "--beam-arg=--direct_num_workers=2",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, fail_text(proc)
+    summary = json.loads(summary_path.read_text())
+    assert {c["state"] for c in summary["components"]} == {"COMPLETE"}
+    assert summary["example_counts"] == {"train": 300, "eval": 200}
+    assert summary["pushed"] is True

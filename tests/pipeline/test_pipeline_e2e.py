@@ -1,0 +1,332 @@
+"""End to end: the real ``mnist-tfx run`` (LocalDagRunner, SQLite ML Metadata, Beam
+DirectRunner, every TFX component) on the committed fixture of real images, for
+both datasets; then the cached re-run, an unblessed run and bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.convert import image_to_example
+from ingest.datasets import get_dataset
+from ingest.idx import read_idx_pair
+from pipeline.pipeline import COMPONENT_ORDER
+from tests.pipeline_fixture import FIXTURES, fail_text, listing, pipeline_args, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+class PipelineRun:
+    """Three runs of one pipeline on unchanged data. The second finds the first's
+    model as its blessed baseline, so the Evaluator (and Pusher) run again once; the
+    third is fully cached."""
+
+    def __init__(self, dataset: str, root: Path) -> None:
+        self.dataset = dataset
+        self.root = root
+        self.first, self.first_summary = self._run("first")
+        self.serving_listing_after_first = listing(self.serving_dir)
+        self.second, self.second_summary = self._run("second")
+        self.third, self.third_summary = self._run("third")
+
+    def _run(self, name: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+        summary_path = self.root / f"{name}.json"
+        proc = run_cli(
+            *pipeline_args(self.dataset, self.root, "--summary-json", str(summary_path)),
+            cwd=self.root,
+        )
+        return proc, _load(summary_path)
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "out" / f"{self.dataset}_cnn" / "metadata.sqlite"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.root / "out" / "serving" / self.dataset
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@pytest.fixture(scope="module", params=["mnist", "fashion_mnist"])
+def pipeline_run(request, tmp_path_factory) -> PipelineRun:
+    root = tmp_path_factory.mktemp(request.param)
+    return PipelineRun(request.param, root)
+
+
+RESOLVER = "latest_blessed_model_resolver"
+# New inputs on the second run, cached on the third: the first run's model becomes
+# the baseline of the ExampleValidator (its data contract) and the Evaluator; the
+# Pusher and the report follow the Evaluator.
+RE_EVALUATED = ("ExampleValidator", "Evaluator", "Pusher", "EvaluationReport")
+
+
+def _components(summary: dict, state: bool = False) -> list:
+    rows = [c for c in summary["components"] if c["name"] != RESOLVER]
+    return [c["state"] if state else c["name"] for c in rows]
+
+
+def test_first_run_completes_every_component_once(pipeline_run):
+    assert pipeline_run.first.returncode == 0, fail_text(pipeline_run.first)
+    summary = pipeline_run.first_summary
+    assert _components(summary) == list(COMPONENT_ORDER)
+    assert {c["state"] for c in summary["components"]} == {"COMPLETE"}
+    # The baseline resolver ran too (it found no blessed model yet).
+    assert RESOLVER in [c["name"] for c in summary["components"]]
+
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(pipeline_run.metadata)
+    store = metadata_store.MetadataStore(config)
+    pipeline_name = f"{pipeline_run.dataset}_cnn"
+    for component in COMPONENT_ORDER:
+        node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+        assert node is not None, component
+        executions = sorted(store.get_executions_by_context(node.id), key=lambda e: e.id)
+        states = [metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in executions]
+        if component in RE_EVALUATED:
+            # Second run: the first run's model is now the baseline, a new input.
+            assert states == ["COMPLETE", "COMPLETE", "CACHED"], (component, states)
+        else:
+            assert states == ["COMPLETE", "CACHED", "CACHED"], (component, states)
+
+
+def test_summary_counts_accuracy_and_blessing(pipeline_run):
+    summary = pipeline_run.first_summary
+    assert summary["example_counts"] == {"train": 300, "eval": 200}
+    assert summary["blessed"] is True
+    assert 0.4 <= summary["accuracy"] <= 1.0
+    per_class = {int(k): v for k, v in summary["per_class_accuracy"].items()}
+    counts = {int(k): v for k, v in summary["per_class_count"].items()}
+    assert sorted(per_class) == list(range(10))
+    assert counts == {label: 20 for label in range(10)}
+    # TFMA's overall accuracy is the count-weighted mean of its per-class slices.
+    weighted = sum(per_class[k] * counts[k] for k in per_class) / sum(counts.values())
+    assert weighted == pytest.approx(summary["accuracy"], abs=1e-6)
+    assert summary["training"]["train_examples"] == 300
+    assert summary["training"]["epochs"] == 3
+    names = get_dataset(pipeline_run.dataset).class_names
+    for name in names:
+        assert name in pipeline_run.first.stdout
+    assert "BLESSED" in pipeline_run.first.stdout
+
+
+def test_every_run_links_its_evaluation_report(pipeline_run):
+    report = Path(pipeline_run.first_summary["report_path"])
+    assert report.name == "index.html" and report.is_file()
+    assert f"report: {report.resolve().as_uri()}" in pipeline_run.first.stdout
+    facts = json.loads((report.parent / "report.json").read_text())
+    assert json.dumps(facts).count(pipeline_run.first_summary["pushed_version"]) >= 1
+    html = report.read_text()
+    assert "http://" not in html and "https://" not in html
+    for name in get_dataset(pipeline_run.dataset).class_names:
+        assert name.replace("/", "&#x2F;") in html or name in html
+
+
+def test_pushed_model_is_one_loadable_version(pipeline_run):
+    import tensorflow as tf
+
+    versions = [p for p in pipeline_run.serving_dir.iterdir()]
+    assert len(versions) == 1 and versions[0].name.isdigit(), versions
+    assert str(versions[0]) == pipeline_run.first_summary["pushed_path"]
+    assert versions[0].name == pipeline_run.first_summary["pushed_version"]
+    model = tf.saved_model.load(str(versions[0]))
+    assert {"serving_default", "predict_images", "predict_images_uint8"} <= set(model.signatures)
+
+    images, labels = read_idx_pair(
+        FIXTURES / pipeline_run.dataset / "t10k-images-idx3-ubyte.gz",
+        FIXTURES / pipeline_run.dataset / "t10k-labels-idx1-ubyte.gz",
+    )
+    examples = [
+        image_to_example(img, int(lbl)).SerializeToString()
+        for img, lbl in zip(images, labels, strict=True)
+    ]
+    by_example = model.signatures["serving_default"](examples=tf.constant(examples))
+    by_pixels = model.signatures["predict_images"](images=tf.constant(images, tf.float32))
+    by_flat = model.signatures["predict_images_uint8"](images=tf.constant(images.reshape(-1, 784)))
+    for out in (by_example, by_pixels, by_flat):
+        probabilities = out["probabilities"].numpy()
+        assert probabilities.shape == (200, 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(out["classes"].numpy(), probabilities.argmax(axis=1))
+    np.testing.assert_allclose(by_example["probabilities"], by_pixels["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(by_example["probabilities"], by_flat["probabilities"], atol=1e-6)
+    # The pushed model is the one the Evaluator measured.
+    accuracy = float((by_example["classes"].numpy() == labels).mean())
+    assert accuracy == pytest.approx(pipeline_run.first_summary["accuracy"], abs=1e-6)
+
+
+def test_second_run_reevaluates_against_itself_and_pushes_nothing_new(pipeline_run):
+    assert pipeline_run.second.returncode == 0, fail_text(pipeline_run.second)
+    summary = pipeline_run.second_summary
+    states = dict(zip(_components(summary), _components(summary, state=True), strict=True))
+    assert [states[c] for c in COMPONENT_ORDER if c not in RE_EVALUATED] == ["CACHED"] * (
+        len(COMPONENT_ORDER) - len(RE_EVALUATED)
+    )
+    assert summary["blessed"] is True
+    assert summary["push_reused_version"] is True
+    assert summary["pushed_version"] == pipeline_run.first_summary["pushed_version"]
+    assert "already serves this model" in pipeline_run.second.stdout
+    assert listing(pipeline_run.serving_dir) == pipeline_run.serving_listing_after_first
+
+
+def test_third_run_is_fully_cached(pipeline_run):
+    assert pipeline_run.third.returncode == 0, fail_text(pipeline_run.third)
+    summary = pipeline_run.third_summary
+    assert _components(summary) == list(COMPONENT_ORDER)
+    assert _components(summary, state=True) == ["CACHED"] * len(COMPONENT_ORDER)
+    assert listing(pipeline_run.serving_dir) == pipeline_run.serving_listing_after_first
+
+
+def test_unblessed_model_is_not_pushed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unblessed")
+    args = pipeline_args("mnist", root, "--epochs", "1", "--min-accuracy", "0.999")
+    proc = run_cli(*args, cwd=root)
+    assert proc.returncode == 3, fail_text(proc)
+    assert "did not bless" in proc.stderr
+    assert "overall: accuracy" in proc.stderr and "is below the floor 0.9990" in proc.stderr
+    assert "NOT blessed" in proc.stdout
+    serving = root / "out" / "serving" / "mnist"
+    assert not serving.exists() or list(serving.iterdir()) == []
+
+
+def test_bad_input_stops_before_anything_is_written(tmp_path):
+    source = tmp_path / "bad"
+    source.mkdir()
+    for f in (FIXTURES / "mnist").iterdir():
+        if f.suffix == ".gz":
+            (source / f.name).write_bytes(f.read_bytes())
+    # Real bytes, wrong content: the manifest no longer matches this label file.
+    (source / "train-labels-idx1-ubyte.gz").write_bytes(
+        (FIXTURES / "fashion_mnist" / "train-labels-idx1-ubyte.gz").read_bytes()
+    )
+    (source / "SHA256SUMS").write_text((FIXTURES / "mnist" / "SHA256SUMS").read_text())
+    proc = run_cli(*pipeline_args("mnist", tmp_path, "--source", str(source)), cwd=tmp_path)
+    assert proc.returncode == 2, fail_text(proc)
+    assert "train-labels-idx1-ubyte" in proc.stderr and "sha256" in proc.stderr.lower()
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "data" / "tfrecords" / "mnist").exists()
+
+
+def test_worse_candidate_than_baseline_is_refused(pipeline_run):
+    """A model trained for 2 steps is judged against the blessed one: refused, nothing pushed."""
+    before = listing(pipeline_run.serving_dir)
+    bytes_before = {
+        p: (pipeline_run.serving_dir / p).read_bytes()
+        for p in before
+        if (pipeline_run.serving_dir / p).is_file()
+    }
+    proc = run_cli(
+        *pipeline_args(
+            pipeline_run.dataset,
+            pipeline_run.root,
+            "--epochs",
+            "1",
+            "--param",
+            "max_steps=2",
+            "--min-accuracy",
+            "0",
+        ),
+        cwd=pipeline_run.root,
+    )
+    assert proc.returncode == 3, fail_text(proc)
+    assert "fell below the latest blessed model's" in proc.stderr
+    assert "baseline" in proc.stderr and "allowed change >= -0.0000" in proc.stderr
+    assert listing(pipeline_run.serving_dir) == before
+    assert {p: (pipeline_run.serving_dir / p).read_bytes() for p in bytes_before} == bytes_before
+
+
+def test_versions_lists_the_push_with_its_lineage(pipeline_run):
+    proc = run_cli(
+        "versions",
+        "--dataset",
+        pipeline_run.dataset,
+        "--output-root",
+        str(pipeline_run.root / "out"),
+        "--json",
+        cwd=pipeline_run.root,
+    )
+    assert proc.returncode == 0, fail_text(proc)
+    (row,) = json.loads(proc.stdout)
+    first = pipeline_run.first_summary
+    assert str(row["version"]) == first["pushed_version"]
+    assert row["accuracy"] == pytest.approx(first["accuracy"])
+    assert row["blessed"] is True
+    assert (row["dataset"], row["model"]) == (pipeline_run.dataset, "cnn_model_fn")
+    assert row["hparams"]["epochs"] == 3 and row["hparams"]["batch_size"] == 50
+    sums = (FIXTURES / pipeline_run.dataset / "SHA256SUMS").read_text().split()
+    assert row["source_sha256"] == dict(zip(sums[1::2], sums[0::2], strict=True))
+    assert set(row["mlmd_ids"]) == {
+        "pushed_model_artifact",
+        "pusher_execution",
+        "evaluator_execution",
+        "model_artifact",
+        "trainer_execution",
+        "examples_artifact",
+        "examplegen_execution",
+    }
+
+
+def test_rollback_restores_an_earlier_version_with_its_lineage(pipeline_run, tmp_path):
+    """On a copy of the run's output: a second version appears (a model pushed from
+    elsewhere), `rollback` publishes the pipeline's version again as a newer one,
+    and `versions` shows it with the lineage of the version it restores."""
+    import shutil
+
+    from serving.publish import list_versions, publish_saved_model, tree_digest
+
+    out = tmp_path / "out"
+    shutil.copytree(pipeline_run.root / "out", out)
+    base = out / "serving" / pipeline_run.dataset
+    (first,) = list_versions(base)
+    other = tmp_path / "other_model"
+    shutil.copytree(base / str(first), other)
+    (other / "assets.extra" / "from_elsewhere").write_text("a different model")
+    second, _ = publish_saved_model(other, base)
+
+    proc = run_cli(
+        "rollback", "--dataset", pipeline_run.dataset, "--output-root", str(out), cwd=tmp_path
+    )
+    assert proc.returncode == 0, fail_text(proc)
+    third = list_versions(base)[-1]
+    assert list_versions(base) == [first, second, third]
+    assert f"version {third} now serves the model of version {first}" in proc.stdout
+    assert tree_digest(base / str(third)) == tree_digest(base / str(first))
+
+    proc = run_cli(
+        "versions",
+        "--dataset",
+        pipeline_run.dataset,
+        "--output-root",
+        str(out),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, fail_text(proc)
+    rows = {row["version"]: row for row in json.loads(proc.stdout)}
+    assert rows[third]["rollback_of"] == first
+    assert rows[third]["accuracy"] == pytest.approx(pipeline_run.first_summary["accuracy"])
+    assert rows[third]["mlmd_ids"] == rows[first]["mlmd_ids"]
+    assert rows[second]["mlmd_ids"] == {} and rows[second]["rollback_of"] is None
+
+    proc = run_cli(
+        "rollback",
+        "--dataset",
+        pipeline_run.dataset,
+        "--output-root",
+        str(out),
+        "--to",
+        "7",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert f"no version 7; versions present: [{first}, {second}, {third}]" in proc.stderr

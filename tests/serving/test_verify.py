@@ -1,0 +1,203 @@
+"""Verification before publishing, and rollback, on a real exported SavedModel.
+
+The model is cnn_model_fn fitted for a few steps on fixture images and exported
+by trainer.export with its verification set; verification loads the staged copy
+with tf.saved_model.load and calls its signatures for real."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from tfx.types import standard_artifacts
+
+from components.pusher.executor import AtomicPushExecutor
+from ingest.convert import image_to_example
+from ingest.datasets import get_dataset
+from serving.publish import (
+    ROLLBACK_LOG,
+    list_versions,
+    publish_saved_model,
+    rollback,
+    rollback_sources,
+    tree_digest,
+)
+from serving.verify import VERIFICATION_PATH, ModelVerificationError, verify_saved_model
+from tests.transform_fixture import build_transform_output
+from trainer.export import ASSETS_EXTRA, WARMUP_FILE, export_serving_model
+from trainer.hparams import HParams
+from trainer.model import build_model
+from trainer.model_fn import IMAGE_KEY, cnn_model_fn
+
+CLASS_NAMES = get_dataset("mnist").class_names
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, mnist_train, mnist_eval) -> Path:
+    images, labels = mnist_train
+    tft_output = build_transform_output(tmp_path_factory.mktemp("transform"), images, labels)
+    keras.utils.set_random_seed(0)
+    model = build_model(cnn_model_fn, HParams().to_params())
+    model.fit(
+        {IMAGE_KEY: images[:100].astype(np.float32)[..., None] / np.float32(255)},
+        labels[:100].astype(np.int64),
+        batch_size=20,
+        epochs=1,
+        verbose=0,
+    )
+    eval_images, eval_labels = mnist_eval
+    examples = [
+        image_to_example(image, int(label)).SerializeToString()
+        for image, label in zip(eval_images[:16], eval_labels[:16], strict=True)
+    ]
+    directory = tmp_path_factory.mktemp("export") / "model"
+    export_serving_model(model, tft_output, str(directory), CLASS_NAMES, examples)
+    return directory
+
+
+@pytest.fixture
+def model_copy(tmp_path, exported) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(exported, copy)
+    return copy
+
+
+def listing(base: Path) -> list[tuple[str, int]]:
+    return sorted(
+        (str(p.relative_to(base)), p.stat().st_size) for p in base.rglob("*") if p.is_file()
+    )
+
+
+def test_export_writes_verification_set_and_tf_serving_warmup(exported):
+    content = json.loads((exported / VERIFICATION_PATH).read_text())
+    assert content["signature"] == "serving_default"
+    assert len(content["examples_b64"]) == 16
+    probabilities = np.asarray(content["probabilities"])
+    assert probabilities.shape == (16, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = list(
+        tf.data.TFRecordDataset(str(exported / ASSETS_EXTRA / WARMUP_FILE)).as_numpy_iterator()
+    )
+    assert len(records) == 16
+    log = prediction_log_pb2.PredictionLog.FromString(records[0])
+    request = log.predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    assert tf.make_ndarray(request.inputs["examples"]).shape == (1,)
+
+
+def test_verification_passes_on_the_exported_model(exported):
+    result = verify_saved_model(str(exported))
+    assert result.examples == 16
+    assert result.signatures == ("serving_default", "predict_images", "predict_images_uint8")
+    assert result.max_abs_difference < 1e-5
+
+
+def test_predictions_that_differ_from_the_trainers_are_refused(model_copy):
+    path = model_copy / VERIFICATION_PATH
+    content = json.loads(path.read_text())
+    content["probabilities"][3] = list(reversed(content["probabilities"][3]))
+    path.write_text(json.dumps(content))
+    with pytest.raises(
+        ModelVerificationError,
+        match=r"signature serving_default differs from the Trainer's predictions by up to",
+    ) as raised:
+        verify_saved_model(str(model_copy))
+    assert raised.value.path == str(model_copy)
+    assert str(raised.value).endswith("; not published")
+
+
+def test_model_that_does_not_load_is_refused(model_copy):
+    shutil.rmtree(model_copy / "variables")
+    with pytest.raises(ModelVerificationError, match="does not load"):
+        verify_saved_model(str(model_copy))
+
+
+def test_model_without_verification_set_is_refused(model_copy):
+    (model_copy / VERIFICATION_PATH).unlink()
+    with pytest.raises(ModelVerificationError, match="expected_predictions.json"):
+        verify_saved_model(str(model_copy))
+
+
+def test_failed_verification_publishes_nothing(tmp_path, model_copy, exported):
+    base = tmp_path / "serving"
+    version, _ = publish_saved_model(exported, base, now=1000, verify=verify_saved_model)
+    before = listing(base)
+    shutil.rmtree(model_copy / "variables")
+    with pytest.raises(ModelVerificationError):
+        publish_saved_model(model_copy, base, now=2000, verify=verify_saved_model)
+    assert listing(base) == before
+    assert list_versions(base) == [version]
+    assert [p.name for p in base.iterdir()] == [str(version)]  # no staging left behind
+
+
+def test_pusher_verifies_the_staged_copy(tmp_path, exported, model_copy):
+    def push(model_dir: Path, name: str) -> standard_artifacts.PushedModel:
+        model = standard_artifacts.Model()
+        model.uri = str(tmp_path / "models" / name)
+        shutil.copytree(model_dir, Path(model.uri) / "Format-Serving")
+        blessing = standard_artifacts.ModelBlessing()
+        blessing.uri = str(tmp_path / "blessing")
+        blessing.set_int_custom_property("blessed", 1)
+        pushed = standard_artifacts.PushedModel()
+        pushed.uri = str(tmp_path / "pushed" / name)
+        AtomicPushExecutor().Do(
+            {"model": [model], "model_blessing": [blessing]},
+            {"pushed_model": [pushed]},
+            {
+                "push_destination": json.dumps(
+                    {"filesystem": {"base_directory": str(tmp_path / "serving")}}
+                ),
+                "custom_config": json.dumps({"keep_versions": 3}),
+            },
+        )
+        return pushed
+
+    pushed = push(exported, "good")
+    assert pushed.get_int_custom_property("pushed") == 1
+    before = listing(tmp_path / "serving")
+    (model_copy / "variables" / "variables.index").write_bytes(b"not an index")
+    with pytest.raises(ModelVerificationError, match="does not load"):
+        push(model_copy, "broken")
+    assert listing(tmp_path / "serving") == before
+
+
+def test_rollback_publishes_the_previous_version_as_a_new_one(tmp_path, exported, model_copy):
+    base = tmp_path / "serving"
+    first, _ = publish_saved_model(exported, base, now=1000)
+    (model_copy / "assets.extra" / "marker").write_text("second model")
+    second, _ = publish_saved_model(model_copy, base, now=2000)
+
+    new, restored = rollback(base, verify=verify_saved_model)
+    assert (restored, list_versions(base)) == (first, [first, second, new])
+    assert new > second
+    assert tree_digest(base / str(new)) == tree_digest(base / str(first))
+    assert rollback_sources(base) == {new: first}
+    record = json.loads((base / ROLLBACK_LOG).read_text().splitlines()[0])
+    assert (record["version"], record["restores"], record["replaced"]) == (new, first, second)
+
+    # --to an explicit version; history keeps growing
+    newer, restored = rollback(base, to=second)
+    assert restored == second and newer > new
+    assert tree_digest(base / str(newer)) == tree_digest(base / str(second))
+    assert rollback_sources(base) == {new: first, newer: second}
+
+
+def test_rollback_errors_name_the_versions(tmp_path, exported):
+    base = tmp_path / "serving"
+    with pytest.raises(ValueError, match="no versions to roll back"):
+        rollback(base)
+    only, _ = publish_saved_model(exported, base, now=1000)
+    with pytest.raises(ValueError, match=f"only version {only} exists"):
+        rollback(base)
+    with pytest.raises(ValueError, match=rf"no version 5; versions present: \[{only}\]"):
+        rollback(base, to=5)
+    with pytest.raises(ValueError, match="already the current"):
+        rollback(base, to=only)
