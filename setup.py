@@ -15,8 +15,8 @@ setup(
     packages=find_packages(
         include=["ingest*", "components*", "report*", "trainer*", "pipeline*", "serving*", "cli*"]
     ),
-    # The evaluation report's page template (report/templates/).
-    package_data={"report": ["templates/*.html"]},
+    # The evaluation report's page template; the REST API's OpenAPI description.
+    package_data={"report": ["templates/*.html"], "serving": ["openapi.yaml"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
@@ -40,7 +40,15 @@ setup(
         "pymysql",
     ],
     extras_require={
-        "dev": ["pytest", "ruff", "pyyaml", "import-linter"],
+        "dev": [
+            "pytest",
+            "ruff",
+            "pyyaml",
+            "import-linter",
+            # fuzzing the server: the REST API from its OpenAPI description, gRPC messages
+            "schemathesis",
+            "hypothesis",
+        ],
         # The scheduled orchestrator (pipeline/airflow_dag.py). Airflow 2.x: TFX 1.16's
         # AirflowDagRunner predates Airflow 3.
         "airflow": ["apache-airflow>=2.9,<3"],
