@@ -44,6 +44,14 @@ test: setup browser lint
 test-fast: setup
 	$(PY) -m pytest tests -m "not e2e" $(ARGS)
 
+## make fuzz: the server's fuzz tests (tests/serving/test_fuzz.py: REST from serving/openapi.yaml
+## with schemathesis, hostile REST bodies, random gRPC messages) with FUZZ_EXAMPLES examples per
+## operation and generator, random seeds; prints the counts. `make test` runs them briefly.
+FUZZ_EXAMPLES ?= 2000
+.PHONY: fuzz
+fuzz: setup
+	MNIST_TFX_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/serving/test_fuzz.py $(ARGS)
+
 ## make reproduce: every tutorial model on both datasets through the pipeline; writes the table.
 reproduce: setup
 	$(CLI) reproduce $(ARGS)
@@ -59,6 +67,12 @@ bench-beam: setup
 ## make bench-serving: serving latency/throughput (REST, gRPC, batching on/off) next to a direct call.
 bench-serving: setup
 	$(PY) bench/bench_serving.py --base-path tfx_output/serving/$(DATASET) --model-name $(DATASET) $(ARGS)
+
+## make bench-mnist-client: TF Serving's MNIST example client (gRPC predict_images) over the
+## 10,000 MNIST test images against the pushed model; prints its error rate next to the model's own.
+.PHONY: bench-mnist-client
+bench-mnist-client: setup
+	$(PY) bench/mnist_example_client.py --base-path tfx_output/serving/mnist --model-name mnist $(ARGS)
 
 ## make kubeflow IMAGE=REGISTRY/mnist-tfx:TAG PIPELINE_ROOT=gs://... DATA_ROOT=gs://... SERVING_MODEL_DIR=gs://...:
 ## compile for Kubeflow Pipelines v2 / Vertex into tfx_output/kubeflow/<pipeline>.yaml.

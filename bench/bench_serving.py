@@ -39,7 +39,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SIGNATURE = "predict_images_uint8"
+SIGNATURE = "predict_pixels_uint8"
 TARGET_IMAGES_PER_S = 2000
 TARGET_P50_RATIO = 3.0
 

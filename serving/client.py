@@ -1,8 +1,8 @@
 """A client for TF Serving's REST and gRPC APIs (the embedded server or the real
 one): reads one image from a PNG/JPEG file (Pillow, turned into 28x28 grayscale),
-from an IDX file at an index, or from 784 raw pixel values, sends it to the
-``predict_images_uint8`` signature, and prints the class name and the top-3
-probabilities. The ``predict`` command line (``mnist-tfx predict`` or
+from an IDX file at an index, or from 784 raw pixel values, sends it as uint8
+pixels to the ``predict_pixels_uint8`` signature, and prints the class name and
+the top-3 probabilities. The ``predict`` command line (``mnist-tfx predict`` or
 ``python -m serving.client``) lives here too.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 IMAGE_SIDE = 28
-PIXEL_SIGNATURE = "predict_images_uint8"
+PIXEL_SIGNATURE = "predict_pixels_uint8"
 
 
 class PredictError(Exception):

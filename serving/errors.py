@@ -1,6 +1,9 @@
 """The one error type the serving code raises for a request it cannot answer,
 carrying the gRPC status code TF Serving would return, and the HTTP status that
-TF Serving's REST API maps that code to.
+TF Serving's REST API maps that code to. Anything else a handler raises is the
+server's own fault: it is logged with its traceback and answered with
+``INTERNAL_ERROR_MESSAGE`` only (500 / INTERNAL), never the exception's text, which
+can name server paths.
 """
 
 from __future__ import annotations
@@ -8,8 +11,11 @@ from __future__ import annotations
 import grpc
 
 # TF Serving's REST API maps its status codes to these HTTP statuses
-# (tensorflow_serving/util/net_http/... ToHTTPStatusCode).
+# (ToHTTPStatusCode in tensorflow_serving/model_servers/http_server.cc); the rest
+# (UNKNOWN, INTERNAL, DATA_LOSS) are 500.
 _HTTP_STATUS = {
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
@@ -22,6 +28,11 @@ _HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+
+
+# The whole text of every 500 (REST) and INTERNAL (gRPC) answer; the details are in
+# the server log.
+INTERNAL_ERROR_MESSAGE = "Internal error; see the server log"
 
 
 class ServingError(Exception):

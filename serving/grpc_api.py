@@ -1,12 +1,18 @@
 """TF Serving's gRPC API on ``grpc.aio`` with the official ``tensorflow_serving.apis``
-protos: ``PredictionService`` (Predict, Classify, GetModelMetadata) and
-``ModelService`` (GetModelStatus). Errors abort the call with the status code TF
-Serving uses. The operations themselves are ``service.py``.
+protos: ``PredictionService`` (Predict, Classify, Regress, MultiInference,
+GetModelMetadata) and ``ModelService`` (GetModelStatus; HandleReloadConfigRequest
+answers UNIMPLEMENTED). Every response echoes the ModelSpec as TF Serving does: the
+model, the version that answered and the signature used (``serving_default`` when
+the request left it empty). Output tensors carry their values in the dtype's typed
+field (``float_val``, ``string_val``...), as TF Serving writes them by default.
+Errors abort the call with the status code TF Serving uses. The operations
+themselves are ``service.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,15 +25,25 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
-from serving.errors import ServingError, invalid_argument
+from serving.errors import INTERNAL_ERROR_MESSAGE, ServingError, invalid_argument
 from serving.metrics import ServingMetrics
 from serving.service import InferenceService, model_spec
+from serving.signatures import (
+    CLASSIFY_METHOD,
+    input_examples,
+    multi_inference_model,
+    output_aliases,
+    prediction_signature,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +60,17 @@ def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
 
 
 def tensor_to_array(key: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """A TensorProto as numpy (strings as an object array of bytes); 400 when malformed."""
+    """A TensorProto as numpy (strings as an object array of bytes); INVALID_ARGUMENT
+    "tensor parsing error: KEY: ..." (TF Serving's words) when malformed.
+
+    The shape must be a valid tensor shape and the proto must carry exactly its number
+    of elements, checked before anything is allocated: packed ``tensor_content`` of
+    the wrong size is refused by TensorFlow too, while for the typed value fields
+    TensorFlow (and ``tf.make_ndarray``) would fill the shape with copies of the last
+    value, or zeros, so a few bytes could ask for terabytes."""
+    problem = _tensor_proto_problem(proto)
+    if problem is not None:
+        raise invalid_argument(f"tensor parsing error: {key}: {problem}")
     try:
         if proto.tensor_content and proto.dtype in _NUMPY_DTYPES:
             # tf.make_ndarray takes ~10x longer for the common packed-bytes case.
@@ -52,26 +78,91 @@ def tensor_to_array(key: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
             return np.frombuffer(proto.tensor_content, _NUMPY_DTYPES[proto.dtype]).reshape(shape)
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as error:
-        raise invalid_argument(f"input '{key}': malformed TensorProto ({error})") from None
+        raise invalid_argument(f"tensor parsing error: {key}: {error}") from None
+
+
+# The repeated field holding each dtype's values in a TensorProto, and how many of
+# its entries make one element (complex numbers take two).
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: ("float_val", 1),
+    types_pb2.DT_DOUBLE: ("double_val", 1),
+    types_pb2.DT_INT32: ("int_val", 1),
+    types_pb2.DT_INT16: ("int_val", 1),
+    types_pb2.DT_INT8: ("int_val", 1),
+    types_pb2.DT_UINT8: ("int_val", 1),
+    types_pb2.DT_UINT16: ("int_val", 1),
+    types_pb2.DT_INT64: ("int64_val", 1),
+    types_pb2.DT_UINT32: ("uint32_val", 1),
+    types_pb2.DT_UINT64: ("uint64_val", 1),
+    types_pb2.DT_BOOL: ("bool_val", 1),
+    types_pb2.DT_STRING: ("string_val", 1),
+    types_pb2.DT_HALF: ("half_val", 1),
+    types_pb2.DT_BFLOAT16: ("half_val", 1),
+    types_pb2.DT_COMPLEX64: ("scomplex_val", 2),
+    types_pb2.DT_COMPLEX128: ("dcomplex_val", 2),
+}
+# Dimensions numpy arrays may have (TensorFlow allows 254).
+_MAX_RANK = 32
+
+
+def _tensor_proto_problem(proto: tensor_pb2.TensorProto) -> str | None:
+    """What makes the proto unusable as a tensor, or None; only counts, no allocation."""
+    if proto.tensor_shape.unknown_rank:
+        return "tensor_shape has unknown rank"
+    sizes = [dim.size for dim in proto.tensor_shape.dim]
+    if len(sizes) > _MAX_RANK:
+        return f"tensor_shape has {len(sizes)} dimensions, at most {_MAX_RANK} are supported"
+    if any(size < 0 for size in sizes):
+        return f"tensor_shape {sizes} has a negative dimension"
+    elements = math.prod(sizes)
+    field = _VALUE_FIELDS.get(proto.dtype)
+    if field is None:
+        return f"dtype {_dtype_label(proto.dtype)} is not supported"
+    if proto.tensor_content:
+        if proto.dtype == types_pb2.DT_STRING:
+            return "a DT_STRING tensor's values must be in string_val, not tensor_content"
+        itemsize = np.dtype(tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype).itemsize
+        if len(proto.tensor_content) != elements * itemsize:
+            return (
+                f"tensor_content holds {len(proto.tensor_content)} bytes, tensor_shape "
+                f"{sizes} of {_dtype_label(proto.dtype)} needs {elements * itemsize}"
+            )
+        return None
+    name, per_element = field
+    count = len(getattr(proto, name))
+    if count != elements * per_element:
+        return f"tensor_shape {sizes} has {elements} elements, {name} carries {count} values" + (
+            " (two per element)" if per_element == 2 else ""
+        )
+    return None
+
+
+def _dtype_label(dtype: int) -> str:
+    return types_pb2.DataType.Name(dtype) if dtype in types_pb2.DataType.values() else str(dtype)
 
 
 def array_to_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """numpy to TensorProto, packing numeric arrays as bytes (what TF Serving sends)."""
+    """numpy to TensorProto with the values in the dtype's typed field (``float_val``,
+    ``int64_val``, ``string_val``...), as TF Serving's Predict writes its outputs by
+    default (Tensor::AsProtoField; not ``tensor_content``)."""
     if array.dtype == object:
         values = array.ravel().tolist()
         if not all(isinstance(value, bytes) for value in values):
             return tf.make_tensor_proto(array)
         # tf.make_tensor_proto walks object arrays in Python, several times slower.
         proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=values)
-        for size in array.shape:
-            proto.tensor_shape.dim.add(size=size)
-        return proto
-    dtype = tf.dtypes.as_dtype(array.dtype)
-    if dtype.as_datatype_enum not in _NUMPY_DTYPES:
-        return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(
-        dtype=dtype.as_datatype_enum, tensor_content=np.ascontiguousarray(array).tobytes()
-    )
+    else:
+        dtype = tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+        if dtype == types_pb2.DT_STRING or dtype not in _VALUE_FIELDS:
+            return tf.make_tensor_proto(array)
+        field, _ = _VALUE_FIELDS[dtype]
+        flat = np.ascontiguousarray(array).ravel()
+        if dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+            flat = flat.view(np.uint16)
+        elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+            flat = flat.view(flat.real.dtype)  # real and imaginary parts interleaved
+        proto = tensor_pb2.TensorProto(dtype=dtype)
+        getattr(proto, field).extend(flat.tolist())
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
     return proto
@@ -107,8 +198,9 @@ class _Calls:
             if isinstance(error, grpc.aio.AbortError):
                 raise
             code = grpc.StatusCode.INTERNAL
+            # The traceback goes to the log; the client gets no exception text.
             logger.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {error}")
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE)
         finally:
             self.metrics.record("grpc", method, model, code.name, time.perf_counter() - started)
 
@@ -124,17 +216,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def work() -> predict_pb2.PredictResponse:
             version, label = _version_choice(request.model_spec)
             servable = self.service.servable(request.model_spec.name, version, label)
+            signature = prediction_signature(servable, request.model_spec.signature_name)
+            wanted = output_aliases(signature, request.output_filter)
             inputs = {key: tensor_to_array(key, proto) for key, proto in request.inputs.items()}
-            signature, outputs = await self.service.predict(
-                servable, request.model_spec.signature_name, inputs
-            )
-            wanted = list(request.output_filter) or list(outputs)
-            unknown = sorted(set(wanted) - set(outputs))
-            if unknown:
-                raise invalid_argument(
-                    f"output_filter names {unknown}, not outputs of signature "
-                    f"'{signature.name}' (it has {sorted(outputs)})"
-                )
+            _, outputs = await self.service.predict(servable, signature.name, inputs)
             response = predict_pb2.PredictResponse()
             response.model_spec.CopyFrom(model_spec(servable, signature.name))
             for key in wanted:
@@ -151,21 +236,66 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def work() -> classification_pb2.ClassificationResponse:
             version, label = _version_choice(request.model_spec)
             servable = self.service.servable(request.model_spec.name, version, label)
-            examples = serialized_examples(request.input)
+            examples = input_examples(request.input)
             signature, labels, scores = await self.service.classify(
                 servable, request.model_spec.signature_name, examples
             )
             response = classification_pb2.ClassificationResponse()
             response.model_spec.CopyFrom(model_spec(servable, signature.name))
-            for row in range(scores.shape[0]):
-                classification = response.result.classifications.add()
-                for column in range(scores.shape[1]):
-                    entry = classification.classes.add(score=float(scores[row, column]))
-                    if labels is not None:
-                        entry.label = labels[row, column].decode()
+            _fill_classifications(response.result, labels, scores)
             return response
 
         return await self.calls.run("classify", request.model_spec.name, context, work)
+
+    async def Regress(  # noqa: N802
+        self,
+        request: regression_pb2.RegressionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> regression_pb2.RegressionResponse:
+        async def work() -> regression_pb2.RegressionResponse:
+            version, label = _version_choice(request.model_spec)
+            servable = self.service.servable(request.model_spec.name, version, label)
+            examples = input_examples(request.input)
+            signature, values = await self.service.regress(
+                servable, request.model_spec.signature_name, examples
+            )
+            response = regression_pb2.RegressionResponse()
+            response.model_spec.CopyFrom(model_spec(servable, signature.name))
+            for value in values.tolist():
+                response.result.regressions.add(value=value)
+            return response
+
+        return await self.calls.run("regress", request.model_spec.name, context, work)
+
+    async def MultiInference(  # noqa: N802
+        self,
+        request: inference_pb2.MultiInferenceRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> inference_pb2.MultiInferenceResponse:
+        # As in TF Serving, the first task's ModelSpec picks the version, then every task
+        # must name the same model.
+        first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+
+        async def work() -> inference_pb2.MultiInferenceResponse:
+            version, label = _version_choice(first)
+            servable = self.service.servable(first.name, version, label)
+            multi_inference_model([task.model_spec.name for task in request.tasks])
+            tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
+            examples = input_examples(request.input)
+            results = await self.service.multi_inference(servable, tasks, examples)
+            response = inference_pb2.MultiInferenceResponse()
+            for signature, method, result in results:
+                entry = response.results.add()
+                entry.model_spec.CopyFrom(model_spec(servable, signature.name))
+                if method == CLASSIFY_METHOD:
+                    labels, scores = result
+                    _fill_classifications(entry.classification_result, labels, scores)
+                else:
+                    for value in result.tolist():
+                        entry.regression_result.regressions.add(value=value)
+            return response
+
+        return await self.calls.run("multi_inference", first.name, context, work)
 
     async def GetModelMetadata(  # noqa: N802
         self,
@@ -186,28 +316,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self.calls.run("metadata", request.model_spec.name, context, work)
 
 
-def serialized_examples(model_input: Any) -> list[bytes]:
-    """tf.Examples of a Classify request's Input, each with the context's features merged in."""
-    kind = model_input.WhichOneof("kind")
-    if kind == "example_list":
-        examples = list(model_input.example_list.examples)
-        context = None
-    elif kind == "example_list_with_context":
-        examples = list(model_input.example_list_with_context.examples)
-        context = model_input.example_list_with_context.context
-    else:
-        raise invalid_argument("Input is empty: set example_list or example_list_with_context")
-    if not examples:
-        raise invalid_argument("Input has no examples")
-    serialized = []
-    for example in examples:
-        if context is not None:
-            merged = tf.train.Example()
-            merged.CopyFrom(context)
-            merged.MergeFrom(example)
-            example = merged
-        serialized.append(example.SerializeToString())
-    return serialized
+def _fill_classifications(
+    result: classification_pb2.ClassificationResult,
+    labels: np.ndarray | None,
+    scores: np.ndarray,
+) -> None:
+    """Per example, a (label, score) Class per column, in the model's order."""
+    label_rows = labels.tolist() if labels is not None else None
+    for row, row_scores in enumerate(scores.tolist()):
+        classification = result.classifications.add()
+        for column, score in enumerate(row_scores):
+            entry = classification.classes.add(score=score)
+            if label_rows is not None:
+                entry.label = label_rows[row][column].decode("utf-8", "replace")
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -225,6 +346,22 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             return self.service.status(request.model_spec.name, version, label)
 
         return await self.calls.run("status", request.model_spec.name, context, work)
+
+    async def HandleReloadConfigRequest(  # noqa: N802
+        self,
+        request: model_management_pb2.ReloadConfigRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> model_management_pb2.ReloadConfigResponse:
+        async def work() -> model_management_pb2.ReloadConfigResponse:
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "HandleReloadConfigRequest is not supported by this server: it serves the "
+                "models it was started with (--model-config-file is read once at start); "
+                "restart it with the new configuration. New versions of the configured "
+                "models are still picked up from their base paths.",
+            )
+
+        return await self.calls.run("reload_config", "", context, work)
 
 
 def add_services(

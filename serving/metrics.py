@@ -3,6 +3,10 @@ code, their latencies, the sizes of the batches run, and which versions are
 loaded (read from the registry at scrape time, so it is never stale). Served in
 the text exposition format at ``/monitoring/prometheus/metrics``, the path TF
 Serving uses.
+
+Label values are bounded, so a client cannot grow the page: a model label is the
+name of a configured model or ``UNKNOWN_MODEL``, methods are the server's own
+names (never taken from a request), and codes are HTTP statuses or gRPC code names.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from serving.versions import ModelRegistry
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
+# The model label of requests naming a model that is not configured (or none).
+UNKNOWN_MODEL = "_unknown"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0)
 
 
@@ -68,11 +74,17 @@ class ServingMetrics:
             registry=self.registry,
         )
         self.registry.register(_VersionCollector(models))
+        # Fixed at start: the configured models are the only model label values.
+        self._model_names = frozenset(models.models)
         # Labelled children by label values: looking them up in prometheus_client on
         # every request costs more than the increment itself.
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
 
     def record(self, api: str, method: str, model: str, code: str, seconds: float) -> None:
+        """Count one answered request. ``model`` is whatever the request named: any
+        name that is not a configured model is counted as ``UNKNOWN_MODEL``."""
+        if model not in self._model_names:
+            model = UNKNOWN_MODEL
         key = (api, method, model, code)
         children = self._children.get(key)
         if children is None:

@@ -26,11 +26,14 @@ ROLLBACK_LOG = ".rollbacks.jsonl"
 
 
 def list_versions(base_dir: str | os.PathLike) -> list[int]:
-    """Integer versions present under ``base_dir``, ascending."""
+    """Integer versions present under ``base_dir``, ascending. Names of ASCII digits only:
+    ``str.isdigit`` is also true of ``²``, which ``int`` refuses."""
     base = Path(base_dir)
     if not base.is_dir():
         return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit()
+    )
 
 
 def next_version(base_dir: str | os.PathLike, now: float | None = None) -> int:

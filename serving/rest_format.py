@@ -8,6 +8,13 @@ the way TF Serving shapes them. Binary strings travel as ``{"b64": ...}``.
 Classify: ``examples`` (and optional ``context``) as objects of features, turned
 into serialized ``tf.Example``; the response ``results`` holds ``[label, score]``
 pairs. Pure functions, no HTTP; every error names the problem and is a 400.
+
+Errors use TF Serving's wording (``tensorflow_serving/util/json_tensor.cc``) where a
+client could match on it ("JSON Parse error: ...", "JSON Value: ... Is not object",
+"... is not of expected type: float", "Missing 'inputs' or 'instances' key"). A
+number that does not fit the input's dtype, a float standing in for an integer it
+cannot represent exactly, and lists nested deeper than a tensor can be are refused,
+never rounded, wrapped or left to crash the handler.
 """
 
 from __future__ import annotations
@@ -22,23 +29,86 @@ import orjson
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.signatures import Signature, TensorInfo
 
 B64_KEY = "b64"
+SIGNATURE_KEY = "signature_name"
+# TF Serving quotes at most this much of a JSON value in an error message.
+_DEBUG_JSON_CHARS = 256
+# Dimensions a JSON tensor may have: numpy's limit (TensorFlow's is 254). Deeper
+# lists are refused before anything walks them.
+MAX_JSON_RANK = 32
+# Integers below this magnitude are exact as float64s (what JSON numbers with a
+# fraction or exponent, and integers beyond 64 bits, are parsed to); from it on, a
+# float may be a neighbour rounded onto it (2**53 + 1 becomes 2**53).
+_EXACT_FLOAT_INT = 2**53
+_INT64 = np.iinfo(np.int64)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_JSON_WHITESPACE = b" \t\r\n"
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object."""
+    """The request body as a JSON object; TF Serving's "JSON Parse error" otherwise.
+    Bodies that are not UTF-8, and lists or objects nested more than 1024 deep
+    (orjson's limit), are parse errors."""
+    if not raw.strip(_JSON_WHITESPACE):
+        raise invalid_argument("JSON Parse error: The document is empty")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        raise invalid_argument(f"JSON Parse error: {error}") from None
+        message = error.msg
+        if "UTF-8" in message:
+            message = "the body is not valid UTF-8"
+        raise invalid_argument(f"JSON Parse error: {message} at offset: {error.pos}") from None
     if not isinstance(body, dict):
-        raise invalid_argument(
-            f"JSON Parse error: the request body must be a JSON object, got {type(body).__name__}"
-        )
+        raise invalid_argument(f"JSON Value: {json_debug(body)} Is not object")
     return body
+
+
+def signature_name(body: dict[str, Any]) -> str:
+    """The request's ``signature_name`` ("" when absent: the default signature)."""
+    name = body.get(SIGNATURE_KEY, "")
+    if not isinstance(name, str):
+        raise invalid_argument(
+            f"JSON Value: {json_debug(body)} not formatted correctly. "
+            f"'{SIGNATURE_KEY}' key must be a string value."
+        )
+    return name
+
+
+def json_debug(value: Any, limit: int = _DEBUG_JSON_CHARS) -> str:
+    """A JSON value as an error message quotes it: compact, cut after ``limit`` characters."""
+    if isinstance(value, bytes):
+        text = repr(value)
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:  # orjson.JSONEncodeError: nested deeper than orjson writes
+            text = f"<{type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_type(value: Any) -> str:
+    """TF Serving's name of a JSON value's type, as its errors say it."""
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def _type_error(where: str, value: Any, info: TensorInfo) -> ServingError:
+    return invalid_argument(
+        f"{where}: JSON Value: {_short(value)} Type: {json_type(value)} "
+        f"is not of expected type: {tf_type_name(info.dtype)}"
+    )
 
 
 def _is_b64(value: Any) -> bool:
@@ -64,26 +134,29 @@ def _string_leaves(value: Any, where: str) -> Any:
     if isinstance(value, str):
         return value.encode()
     raise invalid_argument(
-        f'{where}: expected strings or {{"b64": ...}} objects for a DT_STRING tensor, '
-        f"got {type(value).__name__} {_short(value)}"
+        f"{where}: JSON Value: {_short(value)} Type: {json_type(value)} "
+        'is not of expected type: string (strings or {"b64": ...} objects)'
     )
 
 
 def _short(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, bytes) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return json_debug(value, 40)
+
+
+_NOT_FOUND = object()
 
 
 def _first_non_number(value: Any) -> Any:
+    """The first leaf that is not a number (JSON null included), or ``_NOT_FOUND``."""
     if isinstance(value, list):
         for item in value:
             found = _first_non_number(item)
-            if found is not None:
+            if found is not _NOT_FOUND:
                 return found
-        return None
+        return _NOT_FOUND
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
-    return None
+    return _NOT_FOUND
 
 
 def dtype_name(dtype: tf.DType) -> str:
@@ -91,8 +164,36 @@ def dtype_name(dtype: tf.DType) -> str:
     return types_pb2.DataType.Name(dtype.as_datatype_enum)
 
 
+def tf_type_name(dtype: tf.DType) -> str:
+    """TensorFlow's DataTypeString of a dtype (DT_FLOAT: float), as TF Serving's JSON
+    type errors say it."""
+    return dtype_name(dtype).removeprefix("DT_").lower()
+
+
+def _leading_depth(value: Any) -> int:
+    """How deep the lists go along the first elements (the rank numpy would find)."""
+    depth = 0
+    while isinstance(value, list) and value:
+        value = value[0]
+        depth += 1
+    return depth
+
+
 def json_to_array(value: Any, info: TensorInfo, where: str) -> np.ndarray:
     """A JSON value (number, string, b64 object, nested lists) as an array of the input's dtype."""
+    too_deep = (
+        f"{where}: lists nested deeper than {MAX_JSON_RANK} levels; "
+        f"a tensor has at most {MAX_JSON_RANK} dimensions"
+    )
+    if _leading_depth(value) > MAX_JSON_RANK:
+        raise invalid_argument(too_deep)
+    try:
+        return _json_to_array(value, info, where)
+    except RecursionError:  # deep lists further in, e.g. [[1], [[[[...]]]]]
+        raise invalid_argument(too_deep) from None
+
+
+def _json_to_array(value: Any, info: TensorInfo, where: str) -> np.ndarray:
     if info.is_string:
         leaves = _string_leaves(value, where)
         try:
@@ -106,30 +207,53 @@ def json_to_array(value: Any, info: TensorInfo, where: str) -> np.ndarray:
         array = np.array(value)
     except (ValueError, OverflowError):
         raise invalid_argument(f"{where}: {_RAGGED}") from None
+    target = info.numpy_dtype
     if array.dtype.kind not in "iuf":
-        if array.dtype.kind == "b" and info.dtype == tf.bool:
+        if array.dtype.kind == "b" and target.kind == "b":
             return array
         offender = _first_non_number(value)
-        if offender is None:
+        if offender is _NOT_FOUND:
             raise invalid_argument(f"{where}: {_RAGGED}")
-        raise invalid_argument(
-            f"{where}: expected numbers for a {dtype_name_of(info)} tensor, "
-            f"got {type(offender).__name__} {_short(offender)}"
-        )
-    target = info.numpy_dtype
+        raise _type_error(where, offender, info)
+    if target.kind == "b" and array.size:
+        raise _type_error(where, array.flat[0].item(), info)
     if target.kind in "iu":
-        if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-            bad = array[np.mod(array, 1) != 0].flat[0]
-            raise invalid_argument(
-                f"{where}: expected integers for a {dtype_name_of(info)} tensor, got {bad}"
-            )
-        limits = _integer_limits(target)
-        if array.size and (array.min() < limits.min or array.max() > limits.max):
-            raise invalid_argument(
-                f"{where}: values must be in {limits.min}..{limits.max} for a "
-                f"{dtype_name_of(info)} tensor, got min {array.min()} max {array.max()}"
-            )
+        _check_integers(array, target, info, where)
+    elif target.kind == "f" and array.size:
+        _check_float_range(array, target, info, where)
     return array.astype(target, copy=False)
+
+
+def _check_integers(array: np.ndarray, target: np.dtype, info: TensorInfo, where: str) -> None:
+    """Integers the target dtype holds exactly: no fractions, nothing out of range, and
+    no float (JSON integers beyond 64 bits, or any number among floats) of 2**53 or more."""
+    if array.dtype.kind == "f":
+        fractional = np.mod(array, 1) != 0
+        if fractional.any():
+            raise _type_error(where, array[fractional].flat[0].item(), info)
+        if array.size and np.abs(array).max() >= _EXACT_FLOAT_INT:
+            raise invalid_argument(
+                f"{where}: {np.abs(array).max():.17g} is not an exact integer here: "
+                "integers of 2**53 or more are exact only as JSON integers (no fraction, "
+                f"no exponent, none among floats) within the {dtype_name_of(info)} range"
+            )
+    limits = _integer_limits(target)
+    if array.size and (array.min() < limits.min or array.max() > limits.max):
+        raise invalid_argument(
+            f"{where}: values must be in {limits.min}..{limits.max} for a "
+            f"{dtype_name_of(info)} tensor, got min {array.min()} max {array.max()}"
+        )
+
+
+def _check_float_range(array: np.ndarray, target: np.dtype, info: TensorInfo, where: str) -> None:
+    """Finite numbers only: a value beyond the float type's range would become infinity."""
+    largest = float(np.finfo(target).max)
+    low, high = array.min(), array.max()
+    if low < -largest or high > largest:
+        raise invalid_argument(
+            f"{where}: values must be within -{largest:g}..{largest:g} for a "
+            f"{dtype_name_of(info)} tensor, got min {low:g} max {high:g}"
+        )
 
 
 @functools.cache
@@ -180,14 +304,21 @@ def predict_inputs(
     """The request's inputs as arrays, and whether it used the row format."""
     has_instances, has_inputs = "instances" in body, "inputs" in body
     if has_instances and has_inputs:
-        raise invalid_argument("Not both 'instances' and 'inputs' can be specified in a request")
+        raise invalid_argument(
+            f"JSON Value: {json_debug(body)} Not formatted correctly expecting only one of "
+            "'inputs' or 'instances' keys to exist"
+        )
     if not has_instances and not has_inputs:
-        raise invalid_argument("Missing 'inputs' or 'instances' key in the request")
+        raise invalid_argument("Missing 'inputs' or 'instances' key")
     single = next(iter(signature.inputs)) if len(signature.inputs) == 1 else None
     if has_instances:
         instances = body["instances"]
-        if not isinstance(instances, list) or not instances:
-            raise invalid_argument("'instances' must be a non-empty list, one entry per example")
+        if not isinstance(instances, list):
+            raise invalid_argument(
+                f"JSON Value: {json_debug(body)} Expecting 'instances' to be an list/array"
+            )
+        if not instances:
+            raise invalid_argument(f"JSON Value: {json_debug(body)} No values in 'instances' array")
         named = isinstance(instances[0], dict) and not _is_b64(instances[0])
         if named:
             columns: dict[str, list[Any]] = {}
@@ -277,8 +408,19 @@ def _feature(value: Any, where: str) -> tf.train.Feature:
     if all(isinstance(i, bool) for i in items):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(i) for i in items]))
     if all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        for i in items:
+            if not _INT64.min <= i <= _INT64.max:
+                raise invalid_argument(
+                    f"{where}: has uint64_t element {i}. Only int64_t is supported."
+                )
         return tf.train.Feature(int64_list=tf.train.Int64List(value=items))
     if all(isinstance(i, int | float) and not isinstance(i, bool) for i in items):
+        for i in items:
+            if abs(i) > _FLOAT32_MAX:
+                raise invalid_argument(
+                    f"{where}: {i:g} is out of range for a float feature "
+                    f"(-{_FLOAT32_MAX:g}..{_FLOAT32_MAX:g})"
+                )
         return tf.train.Feature(float_list=tf.train.FloatList(value=items))
     if all(isinstance(i, str) or _is_b64(i) for i in items):
         return tf.train.Feature(
@@ -294,17 +436,26 @@ def _feature(value: Any, where: str) -> tf.train.Feature:
 
 def _features(obj: Any, where: str) -> dict[str, tf.train.Feature]:
     if not isinstance(obj, dict):
-        raise invalid_argument(f"{where}: expected an object of features, got {_short(obj)}")
+        raise invalid_argument(
+            f"{where}: Example must be JSON object but got JSON {json_type(obj)} {_short(obj)}"
+        )
     return {name: _feature(value, f"{where}.{name}") for name, value in obj.items()}
 
 
 def classify_examples(body: dict[str, Any]) -> list[bytes]:
     """``examples`` (with ``context`` merged into each) as serialized tf.Example."""
     if "examples" not in body:
-        raise invalid_argument("Missing 'examples' key in the classify request")
+        raise invalid_argument(
+            f"JSON Value: {json_debug(body)} When method is classify, key 'examples' is "
+            "expected and was not found"
+        )
     examples = body["examples"]
-    if not isinstance(examples, list) or not examples:
-        raise invalid_argument("'examples' must be a non-empty list of objects")
+    if not isinstance(examples, list):
+        raise invalid_argument(
+            f"JSON Value: {json_debug(body)} Expecting 'examples' value to be an list/array"
+        )
+    if not examples:
+        raise invalid_argument(f"JSON Value: {json_debug(body)} 'examples' value is an empty array")
     context = _features(body["context"], "context") if "context" in body else {}
     serialized = []
     for index, example in enumerate(examples):

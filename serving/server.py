@@ -3,6 +3,10 @@ version watcher, batcher, REST (aiohttp) and gRPC (grpc.aio) servers on one
 asyncio loop, and the ``serve`` command line (``mnist-tfx serve``, or
 ``python -m serving.server``). Model versions run on a small pool of model threads;
 TensorFlow releases the GIL while it computes, so the loop keeps answering.
+
+A configuration the server cannot start with (a malformed ``--model-config-file``, a
+port in use) is one ``error: ...`` line on stderr naming the file or port and what
+was expected, and exit code 2, before any model is loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,13 +34,27 @@ from serving.batching import (  # noqa: E402
     DEFAULT_TIMEOUT_S,
     BatchingConfig,
 )
-from serving.versions import ModelConfig, VersionPolicy  # noqa: E402
+from serving.versions import (  # noqa: E402
+    DEFAULT_LOAD_RETRY_INTERVAL_S,
+    DEFAULT_MAX_NUM_LOAD_RETRIES,
+    ModelConfig,
+    RetryPolicy,
+    VersionPolicy,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+_CONFIG_EXAMPLE = (
+    'expected a ModelServerConfig text proto, e.g. model_config_list { config { name: "mnist" '
+    'base_path: "/models/mnist" model_platform: "tensorflow" } }'
+)
+
+
+class StartupError(Exception):
+    """The server cannot start as configured (e.g. a port is in use); the text says why."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,10 @@ class ServerConfig:
     rest_port: int = DEFAULT_REST_PORT
     grpc_port: int | None = DEFAULT_GRPC_PORT
     poll_seconds: float = 1.0
+    # A version that fails to load is retried this often, this far apart (TF Serving's
+    # --max_num_load_retries and --load_retry_interval_micros, with their defaults).
+    max_num_load_retries: int = DEFAULT_MAX_NUM_LOAD_RETRIES
+    load_retry_interval_s: float = DEFAULT_LOAD_RETRY_INTERVAL_S
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # None: DEFAULT_BATCH_THREADS with batching; without, one per core, so requests
     # run side by side as TF Serving runs them on its request threads.
@@ -60,8 +83,19 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("configure at least one model")
+        names = [model.name for model in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        for flag, port in (("--rest-port", self.rest_port), ("--grpc-port", self.grpc_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{flag}: expected a port number 0..65535, got {port}")
+        if self.rest_port and self.rest_port == self.grpc_port:
+            raise ValueError(
+                f"--rest-port and --grpc-port are both {self.rest_port}; expected two ports"
+            )
         if self.poll_seconds <= 0:
             raise ValueError(f"poll interval must be > 0 seconds, got {self.poll_seconds}")
+        self.retry  # noqa: B018 - validates the retry settings
         if self.max_request_bytes < 1024:
             raise ValueError(
                 f"max request size must be >= 1024 bytes, got {self.max_request_bytes}"
@@ -73,6 +107,10 @@ class ServerConfig:
                 "TensorFlow thread counts must be >= 0 (0: TensorFlow's choice), got "
                 f"intra-op {self.intra_op_threads}, inter-op {self.inter_op_threads}"
             )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_num_load_retries, self.load_retry_interval_s)
 
     @property
     def threads(self) -> int:
@@ -104,7 +142,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    models = ModelRegistry(config.models, config.poll_seconds)
+    models = ModelRegistry(config.models, config.poll_seconds, retry=config.retry)
     metrics = ServingMetrics(models)
     executor = ThreadPoolExecutor(config.threads, thread_name_prefix="model")
     batcher = Batcher(
@@ -116,23 +154,34 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         RestApi(service, metrics, config.max_request_bytes).app(), access_log=None
     )
     await runner.setup()
-    await web.TCPSite(runner, config.host, config.rest_port).start()
-    logger.info("REST API on http://%s:%d/v1/models", config.host, config.rest_port)
     grpc_server = None
-    if config.grpc_port is not None:
-        grpc_server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", config.max_request_bytes),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
-        add_services(grpc_server, service, metrics)
-        grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
-        await grpc_server.start()
-        logger.info("gRPC API on %s:%d", config.host, config.grpc_port)
-    models.start()
     try:
+        try:
+            await web.TCPSite(runner, config.host, config.rest_port).start()
+        except OSError as error:
+            raise StartupError(
+                _listen_error("REST", "--rest-port", config.host, config.rest_port, error)
+            ) from None
+        logger.info("REST API on http://%s:%d/v1/models", config.host, config.rest_port)
+        if config.grpc_port is not None:
+            server = grpc.aio.server(
+                options=[
+                    ("grpc.max_receive_message_length", config.max_request_bytes),
+                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                    ("grpc.so_reuseport", 0),
+                ]
+            )
+            add_services(server, service, metrics)
+            try:
+                server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+            except RuntimeError as error:  # grpc's "Failed to bind to address ..."
+                raise StartupError(
+                    _listen_error("gRPC", "--grpc-port", config.host, config.grpc_port, error)
+                ) from None
+            await server.start()
+            grpc_server = server
+            logger.info("gRPC API on %s:%d", config.host, config.grpc_port)
+        models.start()
         await stop.wait()
     finally:
         logger.info("shutting down")
@@ -141,6 +190,30 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         await runner.cleanup()
         models.stop()
         executor.shutdown(wait=False)
+
+
+def _listen_error(api: str, flag: str, host: str, port: int, error: Exception) -> str:
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return (
+        f"cannot listen on {host}:{port} for {api} ({flag}): {reason}; expected a free port "
+        f"on an address of this machine (stop what uses it, or choose another with {flag})"
+    )
+
+
+def port_problem(api: str, flag: str, host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port``, found by binding a probe socket
+    (and closing it) before anything starts; None when it can."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers bind: a port left in TIME_WAIT is free, a listening one is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        return _listen_error(api, flag, host, port, error)
+    return None
 
 
 def _version_list(text: str) -> tuple[int, ...]:
@@ -224,7 +297,8 @@ def _add_version_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
-    """Address and ports, how often to look for versions, and the request size limit."""
+    """Address and ports, how often to look for versions and to retry failed loads, and
+    the request size limit."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
@@ -242,6 +316,20 @@ def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="how often to look for new versions (default 1)",
+    )
+    parser.add_argument(
+        "--max-num-load-retries",
+        type=int,
+        default=DEFAULT_MAX_NUM_LOAD_RETRIES,
+        help="times a version that failed to load is tried again before it is reported "
+        f"END (default {DEFAULT_MAX_NUM_LOAD_RETRIES}, TF Serving's --max_num_load_retries)",
+    )
+    parser.add_argument(
+        "--load-retry-interval-seconds",
+        type=float,
+        default=DEFAULT_LOAD_RETRY_INTERVAL_S,
+        help=f"time between those tries (default {DEFAULT_LOAD_RETRY_INTERVAL_S:g}, TF "
+        "Serving's --load_retry_interval_micros of one minute)",
     )
     parser.add_argument(
         "--max-request-bytes",
@@ -305,30 +393,70 @@ def _add_thread_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_configs_from_file(path: Path) -> tuple[ModelConfig, ...]:
-    """ModelConfigs from a TF Serving ``models.config`` (ModelServerConfig text format)."""
+    """ModelConfigs from a TF Serving ``models.config`` (ModelServerConfig text format).
+    ValueError, naming the file and what was expected, when it cannot be read, is not
+    a ModelServerConfig text proto (bad syntax, an unknown field), or names no model,
+    a model without name or base_path, a model twice or a platform other than
+    TensorFlow."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
+    where = f"--model-config-file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"{where}: cannot read it ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{where}: not UTF-8 text ({error}); {_CONFIG_EXAMPLE}") from None
     config = model_server_config_pb2.ModelServerConfig()
-    text_format.Parse(path.read_text(encoding="utf-8"), config)
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        detail = " ".join(str(error).split())
+        raise ValueError(f"{where}: {detail}; {_CONFIG_EXAMPLE}") from None
+    if config.WhichOneof("config") == "custom_model_config":
+        raise ValueError(f"{where}: custom_model_config is not supported; {_CONFIG_EXAMPLE}")
     configs = []
-    for model in config.model_config_list.config:
-        proto_policy = model.model_version_policy
-        choice = proto_policy.WhichOneof("policy_choice")
-        if choice == "all":
-            policy = VersionPolicy("all")
-        elif choice == "specific":
-            policy = VersionPolicy("specific", versions=tuple(proto_policy.specific.versions))
-        elif choice == "latest":
-            policy = VersionPolicy("latest", num_latest=proto_policy.latest.num_versions or 1)
-        else:
-            policy = VersionPolicy()
-        configs.append(
-            ModelConfig(model.name, Path(model.base_path), policy, dict(model.version_labels))
-        )
+    for index, model in enumerate(config.model_config_list.config, start=1):
+        if not model.name:
+            raise ValueError(f"{where}: config {index} has no name; {_CONFIG_EXAMPLE}")
+        if not model.base_path:
+            raise ValueError(
+                f"{where}: model {model.name} has no base_path (the directory holding its "
+                f"integer version directories); {_CONFIG_EXAMPLE}"
+            )
+        if model.name in {c.name for c in configs}:
+            # TF Serving's words (server_core.cc).
+            raise ValueError(
+                f"{where}: Illegal to list model {model.name} multiple times in config list"
+            )
+        if model.model_platform not in ("", "tensorflow"):
+            raise ValueError(
+                f"{where}: model {model.name} has model_platform "
+                f'"{model.model_platform}"; this server serves "tensorflow" SavedModels only'
+            )
+        try:
+            configs.append(_model_config(model))
+        except ValueError as error:
+            raise ValueError(f"{where}: model {model.name}: {error}") from None
     if not configs:
-        raise ValueError(f"{path}: model_config_list names no model")
+        raise ValueError(f"{where}: model_config_list names no model; {_CONFIG_EXAMPLE}")
     return tuple(configs)
+
+
+def _model_config(model) -> ModelConfig:
+    """One ModelConfig proto (name and base_path checked) as the server's ModelConfig."""
+    proto_policy = model.model_version_policy
+    choice = proto_policy.WhichOneof("policy_choice")
+    if choice == "all":
+        policy = VersionPolicy("all")
+    elif choice == "specific":
+        policy = VersionPolicy("specific", versions=tuple(proto_policy.specific.versions))
+    elif choice == "latest":
+        policy = VersionPolicy("latest", num_latest=proto_policy.latest.num_versions or 1)
+    else:
+        policy = VersionPolicy()
+    return ModelConfig(model.name, Path(model.base_path), policy, dict(model.version_labels))
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -345,6 +473,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         rest_port=args.rest_port,
         grpc_port=args.grpc_port or None,
         poll_seconds=args.poll_seconds,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_s=args.load_retry_interval_seconds,
         max_request_bytes=args.max_request_bytes,
         model_threads=args.model_threads,
         intra_op_threads=args.tf_intra_op_threads,
@@ -358,13 +488,27 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def _startup_error(message: object) -> int:
+    """Print a configuration or startup error as one line on stderr; exit code 2."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    return 2
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until interrupted; 0 on a clean stop, 2 on a bad configuration."""
+    """Serve until interrupted; 0 on a clean stop, 2 on a bad configuration or a port
+    that cannot be listened on."""
     try:
         config = config_from_args(args)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _startup_error(error)
+    # Ports are probed before TensorFlow is imported, so a busy port fails at once.
+    ports = [("REST", "--rest-port", config.rest_port)]
+    if config.grpc_port is not None:
+        ports.append(("gRPC", "--grpc-port", config.grpc_port))
+    for api, flag, port in ports:
+        problem = port_problem(api, flag, config.host, port)
+        if problem is not None:
+            return _startup_error(problem)
     for model in config.models:
         print(
             f"serving model {model.name} from {model.base_path} "
@@ -372,7 +516,10 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     grpc_text = f", gRPC {config.host}:{config.grpc_port}" if config.grpc_port else ""
     print(f"REST http://{config.host}:{config.rest_port}{grpc_text}", flush=True)
-    _run_event_loop(serve(config))
+    try:
+        _run_event_loop(serve(config))
+    except StartupError as error:  # a port taken between the probe and the bind
+        return _startup_error(error)
     return 0
 
 

@@ -1,54 +1,49 @@
 """The operations both APIs offer, on protos and numpy arrays: resolve the model
 version a request names, check inputs against the signature, predict, classify,
-and answer metadata and status requests. The REST and gRPC layers only translate
-their wire formats to and from these calls.
+regress, multi-inference (on the batcher, with TF Serving's rules from
+``signatures.py``), and answer metadata and status requests. The REST and gRPC
+layers only translate their wire formats to and from these calls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
-import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from serving.batching import Batcher
-from serving.errors import invalid_argument
-from serving.rest_format import dtype_name
-from serving.signatures import CLASSIFY_METHOD, ServableModel, Signature
+from serving.signatures import (
+    CLASSIFY_METHOD,
+    ServableModel,
+    Signature,
+    check_inputs,
+    classification_result,
+    classification_signature,
+    examples_inputs,
+    multi_inference_signatures,
+    regression_result,
+    regression_signature,
+)
 from serving.versions import ModelRegistry, VersionStatus
 
-CLASSIFY_INPUT = "inputs"
-CLASSIFY_CLASSES = "classes"
-CLASSIFY_SCORES = "scores"
+__all__ = ["InferenceService", "check_inputs", "model_spec"]
 
-
-def check_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> None:
-    """Input names and dtypes must be the signature's (shape checks are the model's own)."""
-    if set(inputs) != set(signature.inputs):
-        raise invalid_argument(
-            f"input names {sorted(inputs)} do not match signature '{signature.name}', "
-            f"which takes {sorted(signature.inputs)}"
-        )
-    for key, array in inputs.items():
-        info = signature.inputs[key]
-        if array.dtype == info.numpy_dtype:
-            continue
-        expected = info.dtype
-        actual = tf.string if array.dtype == object else tf.dtypes.as_dtype(array.dtype)
-        if actual != expected:
-            raise invalid_argument(
-                f"input '{key}' of signature '{signature.name}' expects {dtype_name(expected)}, "
-                f"got {dtype_name(actual)}"
-            )
+# A classification: per example, class labels [N, K] (None when the signature has no
+# ``classes`` output) and scores [N, K]; a regression: one value per example [N].
+Classification = tuple[np.ndarray | None, np.ndarray]
 
 
 def model_spec(servable: ServableModel, signature_name: str = "") -> model_pb2.ModelSpec:
+    """The ModelSpec a response echoes: the model, the version that answered and the
+    signature used (TF Serving's MakeModelSpec; metadata leaves the signature empty)."""
     spec = model_pb2.ModelSpec(name=servable.model_name, signature_name=signature_name)
     spec.version.value = servable.version
     return spec
 
 
 class InferenceService:
-    """Model lookup plus the four operations, shared by REST and gRPC."""
+    """Model lookup plus the operations, shared by REST and gRPC."""
 
     def __init__(self, models: ModelRegistry, batcher: Batcher) -> None:
         self.models = models
@@ -66,30 +61,49 @@ class InferenceService:
         check_inputs(signature, inputs)
         return signature, await self.batcher.run(servable, signature, inputs)
 
-    async def classify(
-        self, servable: ServableModel, signature_name: str, examples: list[bytes]
-    ) -> tuple[Signature, np.ndarray | None, np.ndarray]:
-        """Per example, class labels [N, K] (None when the model has none) and scores [N, K]."""
-        signature = servable.signature(signature_name)
-        if signature.method_name != CLASSIFY_METHOD:
-            raise invalid_argument(
-                f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                f"Was: {signature.method_name} (signature '{signature.name}'; "
-                f"this model's classify signatures: {self._classify_names(servable)})"
-            )
-        inputs = {CLASSIFY_INPUT: np.array(examples, dtype=object)}
+    async def _run_examples(
+        self, servable: ServableModel, signature: Signature, examples: Sequence[bytes]
+    ) -> dict[str, np.ndarray]:
+        inputs = examples_inputs(examples)
         check_inputs(signature, inputs)
-        outputs = await self.batcher.run(servable, signature, inputs)
-        labels = outputs.get(CLASSIFY_CLASSES)
-        scores = outputs.get(CLASSIFY_SCORES)
-        if scores is None:
-            raise invalid_argument(f"classify signature '{signature.name}' has no 'scores' output")
+        return await self.batcher.run(servable, signature, inputs)
+
+    async def classify(
+        self, servable: ServableModel, signature_name: str, examples: Sequence[bytes]
+    ) -> tuple[Signature, np.ndarray | None, np.ndarray]:
+        """Per example, class labels [N, K] (None when the model has none) and scores [N, K]
+        (zeros when it has none)."""
+        signature = classification_signature(servable, signature_name)
+        outputs = await self._run_examples(servable, signature, examples)
+        labels, scores = classification_result(outputs, len(examples))
         return signature, labels, scores
 
-    @staticmethod
-    def _classify_names(servable: ServableModel) -> str:
-        names = [s.name for s in servable.signatures.values() if s.method_name == CLASSIFY_METHOD]
-        return ", ".join(sorted(names)) or "none"
+    async def regress(
+        self, servable: ServableModel, signature_name: str, examples: Sequence[bytes]
+    ) -> tuple[Signature, np.ndarray]:
+        """One float32 value per example."""
+        signature = regression_signature(servable, signature_name)
+        outputs = await self._run_examples(servable, signature, examples)
+        return signature, regression_result(outputs, len(examples))
+
+    async def multi_inference(
+        self,
+        servable: ServableModel,
+        tasks: Sequence[tuple[str, str]],
+        examples: Sequence[bytes],
+    ) -> list[tuple[Signature, str, Classification | np.ndarray]]:
+        """Each (signature name, method name) task on the same examples, in order: the
+        signature, the method and its classification or regression."""
+        planned = multi_inference_signatures(servable, tasks)
+        results = []
+        for signature, method in planned:
+            outputs = await self._run_examples(servable, signature, examples)
+            if method == CLASSIFY_METHOD:
+                result: Classification | np.ndarray = classification_result(outputs, len(examples))
+            else:
+                result = regression_result(outputs, len(examples))
+            results.append((signature, method, result))
+        return results
 
     def metadata(self, servable: ServableModel) -> get_model_metadata_pb2.GetModelMetadataResponse:
         response = get_model_metadata_pb2.GetModelMetadataResponse()

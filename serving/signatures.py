@@ -1,34 +1,73 @@
-"""One loaded model version and its signatures: the SignatureDefs as TF Serving
-reads them from ``saved_model.pb`` (for metadata and for checking requests), the
-functions that run them, and the warm-up request every version must answer before
-it is served. Versions, policies and the directory watcher are ``versions.py``;
-the wire formats are ``rest_format.py`` and ``grpc_api.py``.
+"""One loaded model version and TF Serving's rules for calling it.
+
+``ServableModel`` loads a SavedModel and keeps its SignatureDefs as TF Serving reads
+them from ``saved_model.pb`` (for metadata and for checking requests). A TF2
+SavedModel (``tf.saved_model.save``: it has an object graph) is loaded with
+``tf.saved_model.load`` and its signatures run as the functions it restores. A TF1
+SavedModel (``tf.compat.v1`` SavedModelBuilder) is loaded as TF Serving loads every
+model: its graph into a session (variables restored, its main op or legacy init op
+run, so tables are filled and assets found in this version's ``assets/``), and a
+signature runs as one session call feeding the tensors its inputs name (``x:0`` for
+the key ``x``, also an intermediate tensor) and fetching its outputs, with no shape
+check of its own. ``tf.saved_model.load`` cannot import some graphs TF Serving
+serves (its test model ``half_plus_three``, from TF 1.0), and its functions check
+shapes TF Serving does not.
+
+The rules TF Serving applies per API live here too, so requests and warm-up follow
+the same ones: Predict (``output_filter``), Classify (one input ``inputs``, outputs
+``classes`` and/or ``scores``, [N, K]), Regress (``inputs`` -> ``outputs``, [N] or
+[N, 1] floats) and MultiInference, with TF Serving's error messages. As in TF
+Serving's default (``--enable_signature_method_name_check`` off) a signature runs
+for Classify or Regress when its keys fit, whatever its method name (TF2 writes
+``tensorflow/serving/predict`` for every signature); one whose keys do not fit and
+whose method name is not the API's is refused with TF Serving's method-name error.
+
+Warm-up is TF Serving's: the version's own ``assets.extra/tf_serving_warmup_requests``
+(PredictionLog records: predict, classify, regress and multi_inference logs, at
+most 1000) is replayed before the version serves, and any failure fails the load.
+A version without the file loads without warm-up. Versions, policies and the
+directory watcher are ``versions.py``; the wire formats are ``rest_format.py`` and
+``grpc_api.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
+SERVING_TAGS = ("serve",)
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+# The keys TF Serving's Classify and Regress APIs use (signature_constants).
+EXAMPLES_INPUT = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+REGRESS_OUTPUTS = "outputs"
 # Not a signature a client can call; TF Serving lists it in metadata all the same.
 INIT_OP_SIGNATURE = "__saved_model_init_op"
-IMAGE_FEATURE = "image"
-IMAGE_PIXELS = 784
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TF Serving refuses a warm-up file with more records than this (WarmupConsts).
+MAX_WARMUP_RECORDS = 1000
 
 
 @dataclass(frozen=True)
@@ -60,6 +99,18 @@ class Signature:
     inputs: dict[str, TensorInfo]
     outputs: dict[str, TensorInfo]
 
+    def unshaped(self) -> Signature:
+        """The same signature with every input's shape unknown. TF Serving's REST API
+        takes only the dtypes from a signature (json_tensor.cc) and leaves shapes to the
+        model, which may accept more than its SignatureDef states (a TF1 graph fed at an
+        intermediate tensor takes [3] for [-1, 1])."""
+        return self._unshaped
+
+    @functools.cached_property
+    def _unshaped(self) -> Signature:
+        inputs = {key: dataclasses.replace(info, shape=None) for key, info in self.inputs.items()}
+        return dataclasses.replace(self, inputs=inputs)
+
 
 def _tensor_info(key: str, proto: meta_graph_pb2.TensorInfo) -> TensorInfo:
     shape = None
@@ -68,15 +119,21 @@ def _tensor_info(key: str, proto: meta_graph_pb2.TensorInfo) -> TensorInfo:
     return TensorInfo(key, tf.dtypes.as_dtype(proto.dtype), shape)
 
 
+def dtype_name(dtype: tf.DType) -> str:
+    """TF's own name of a dtype, e.g. DT_FLOAT, as TF Serving's errors and metadata say it."""
+    return types_pb2.DataType.Name(dtype.as_datatype_enum)
+
+
 def read_signature_defs(saved_model_dir: str) -> meta_graph_pb2.MetaGraphDef:
-    """The serving MetaGraphDef of a SavedModel (the one tagged ``serve``)."""
+    """The MetaGraphDef TF Serving serves: the one tagged exactly ``serve``."""
     saved_model = saved_model_pb2.SavedModel()
     with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
         saved_model.ParseFromString(f.read())
     for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
+        if set(meta_graph.meta_info_def.tags) == set(SERVING_TAGS):
             return meta_graph
-    raise ValueError(f"{saved_model_dir}: no MetaGraphDef tagged 'serve'")
+    found = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+    raise ValueError(f"{saved_model_dir}: no MetaGraphDef tagged {{serve}} (found {found})")
 
 
 def clean_op_error(message: str) -> str:
@@ -92,8 +149,74 @@ def clean_op_error(message: str) -> str:
     return " ".join(kept) or message
 
 
+class _Functions:
+    """A TF2 SavedModel's signatures as the functions ``tf.saved_model.load`` restores."""
+
+    def __init__(self, path: str) -> None:
+        self._loaded = tf.saved_model.load(path, tags=list(SERVING_TAGS))
+        self._functions = dict(self._loaded.signatures)
+
+    def callable(self, name: str, signature_def: meta_graph_pb2.SignatureDef) -> bool:
+        return name in self._functions
+
+    def run(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = {key: tf.constant(value) for key, value in inputs.items()}
+        outputs = self._functions[name](**tensors)
+        return {key: value.numpy() for key, value in outputs.items()}
+
+
+class _Session:
+    """A TF1 SavedModel in a session, as TF Serving runs it: each signature is one session
+    call feeding its input tensors and fetching its output tensors."""
+
+    def __init__(self, path: str, signature_defs: Any) -> None:
+        self._graph = tf.Graph()
+        # The server's TensorFlow thread settings (--tf-*-op-threads) apply here too.
+        config = tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+            inter_op_parallelism_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+        )
+        self._session = tf.compat.v1.Session(graph=self._graph, config=config)
+        with self._graph.as_default():
+            # Restores the variables and runs the main op (or legacy init op) with the
+            # asset paths of this directory.
+            tf.compat.v1.saved_model.loader.load(self._session, list(SERVING_TAGS), path)
+        self._graph.finalize()
+        self._calls: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for name, signature_def in signature_defs.items():
+            try:
+                feeds = {k: self._tensor(i) for k, i in signature_def.inputs.items()}
+                fetches = {k: self._tensor(i) for k, i in signature_def.outputs.items()}
+            except (KeyError, ValueError):
+                continue  # sparse, composite or op outputs (an init op): not callable
+            self._calls[name] = (feeds, fetches)
+
+    def _tensor(self, info: meta_graph_pb2.TensorInfo) -> Any:
+        if info.WhichOneof("encoding") != "name":
+            raise ValueError("not a dense tensor")
+        return self._graph.get_tensor_by_name(info.name)._as_tf_output()
+
+    def callable(self, name: str, signature_def: meta_graph_pb2.SignatureDef) -> bool:
+        return name in self._calls
+
+    def run(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds, fetches = self._calls[name]
+        keys = list(fetches)
+        # Session.run would refuse feeds whose shape differs from the tensor's static
+        # shape (a check in Python only); TF Serving's session call has no such check,
+        # so this makes the call Session.run makes after it.
+        values = self._session._call_tf_sessionrun(  # noqa: SLF001
+            None,
+            {feeds[key]: value for key, value in inputs.items()},
+            [fetches[k] for k in keys],
+            [],
+            None,
+        )
+        return dict(zip(keys, values, strict=True))
+
+
 class ServableModel:
-    """A SavedModel version loaded with ``tf.saved_model.load``, ready to run."""
+    """A SavedModel version, loaded (TF2 as functions, TF1 in a session) and ready to run."""
 
     def __init__(self, model_name: str, version: int, path: str) -> None:
         self.model_name = model_name
@@ -103,8 +226,9 @@ class ServableModel:
         self.signature_def_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in meta_graph.signature_def.items():
             self.signature_def_map.signature_def[name].CopyFrom(signature_def)
-        self._loaded = tf.saved_model.load(path)
-        self._functions = dict(self._loaded.signatures)
+        # TF2's tf.saved_model.save writes an object graph; TF1's builder does not.
+        self.is_tf2 = meta_graph.HasField("object_graph_def")
+        self._runner = _Functions(path) if self.is_tf2 else _Session(path, meta_graph.signature_def)
         self.signatures = {
             name: Signature(
                 name,
@@ -113,11 +237,12 @@ class ServableModel:
                 {key: _tensor_info(key, info) for key, info in signature_def.outputs.items()},
             )
             for name, signature_def in meta_graph.signature_def.items()
-            if name in self._functions
+            if self._runner.callable(name, signature_def)
         }
 
     def signature(self, name: str | None) -> Signature:
-        """The named signature (``serving_default`` when empty); 400 when it does not exist."""
+        """The named signature (``serving_default`` when empty); 400 when it does not exist
+        (TF Serving's REST wording)."""
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
             raise invalid_argument(
@@ -129,90 +254,327 @@ class ServableModel:
 
     def run(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call the signature on numpy inputs already checked against it; numpy outputs."""
-        tensors = {key: tf.constant(value) for key, value in inputs.items()}
         try:
-            outputs = self._functions[signature.name](**tensors)
+            return self._runner.run(signature.name, inputs)
         except tf.errors.InvalidArgumentError as error:
+            # What the request got wrong; any other op error is the server's (a 500).
             raise invalid_argument(clean_op_error(error.message)) from None
-        return {key: value.numpy() for key, value in outputs.items()}
 
 
-def warm_up_inputs(signature: Signature) -> dict[str, np.ndarray] | None:
-    """One blank image in the form each input wants, or None when it is not an image input."""
-    inputs = {}
-    for key, info in signature.inputs.items():
-        if info.dtype == tf.string:
-            example = tf.train.Example(
-                features=tf.train.Features(
-                    feature={
-                        IMAGE_FEATURE: tf.train.Feature(
-                            bytes_list=tf.train.BytesList(value=[bytes(IMAGE_PIXELS)])
-                        )
-                    }
-                )
+def check_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> None:
+    """Input names and dtypes must be the signature's (shapes are the model's to check)."""
+    if set(inputs) != set(signature.inputs):
+        raise invalid_argument(
+            f"input names {sorted(inputs)} do not match signature '{signature.name}', "
+            f"which takes {sorted(signature.inputs)}"
+        )
+    for key, array in inputs.items():
+        info = signature.inputs[key]
+        if array.dtype == info.numpy_dtype:
+            continue
+        expected = info.dtype
+        actual = tf.string if array.dtype == object else tf.dtypes.as_dtype(array.dtype)
+        if actual != expected:
+            raise invalid_argument(
+                f"input '{key}' of signature '{signature.name}' expects {dtype_name(expected)}, "
+                f"got {dtype_name(actual)}"
             )
-            inputs[key] = np.array([example.SerializeToString()], dtype=object)
-        elif info.dtype.is_floating or info.dtype.is_integer:
-            inputs[key] = np.zeros((1, IMAGE_PIXELS), info.dtype.as_numpy_dtype)
+
+
+# --- Predict -------------------------------------------------------------------------
+
+
+def prediction_signature(servable: ServableModel, name: str) -> Signature:
+    """The signature a gRPC Predict names; FAILED_PRECONDITION when there is none, as TF
+    Serving's RunPredict answers."""
+    name = name or DEFAULT_SIGNATURE
+    if name not in servable.signatures:
+        raise ServingError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f'Serving signature key "{name}" not found. (model {servable.model_name} '
+            f"version {servable.version} has: {', '.join(sorted(servable.signatures))})",
+        )
+    return servable.signatures[name]
+
+
+def output_aliases(signature: Signature, output_filter: Sequence[str]) -> list[str]:
+    """The outputs a Predict returns: those in ``output_filter``, else all (TF Serving's
+    PreProcessPrediction)."""
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return list(output_filter) or list(signature.outputs)
+
+
+# --- Classify and Regress --------------------------------------------------------------
+
+
+def _short(signature_def: meta_graph_pb2.SignatureDef) -> str:
+    return text_format.MessageToString(signature_def, as_one_line=True)
+
+
+def _classification_problem(signature_def: meta_graph_pb2.SignatureDef) -> str | None:
+    """What TF Serving's PreProcessClassification refuses in a signature, or None."""
+    if len(signature_def.inputs) != 1:
+        return "Expected one input Tensor."
+    if len(signature_def.outputs) not in (1, 2):
+        return f"Expected one or two output Tensors, found {len(signature_def.outputs)}"
+    if EXAMPLES_INPUT not in signature_def.inputs:
+        return f"No classification inputs found in SignatureDef: {_short(signature_def)}"
+    if (
+        CLASSIFY_CLASSES not in signature_def.outputs
+        and CLASSIFY_SCORES not in signature_def.outputs
+    ):
+        return (
+            "Expected classification signature outputs to contain at least one of "
+            f'"{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature was: {_short(signature_def)}'
+        )
+    return None
+
+
+def _regression_problem(signature_def: meta_graph_pb2.SignatureDef) -> str | None:
+    """What TF Serving's PreProcessRegression refuses in a signature, or None."""
+    if len(signature_def.inputs) != 1:
+        return "Expected one input Tensor."
+    if len(signature_def.outputs) != 1:
+        return "Expected one output Tensor."
+    if EXAMPLES_INPUT not in signature_def.inputs:
+        return f"No regression inputs found in SignatureDef: {_short(signature_def)}"
+    if REGRESS_OUTPUTS not in signature_def.outputs:
+        return f"No regression outputs found in SignatureDef: {_short(signature_def)}"
+    return None
+
+
+_API = {
+    CLASSIFY_METHOD: ("classification", _classification_problem),
+    REGRESS_METHOD: ("regression", _regression_problem),
+}
+
+
+def _checked(servable: ServableModel, name: str, method: str, missing: str) -> Signature:
+    """The signature ``name`` if TF Serving's rules let ``method`` run it."""
+    signature_def = servable.signature_def_map.signature_def.get(name)
+    if signature_def is None:
+        raise invalid_argument(f"{missing}{name}")
+    kind, problem_of = _API[method]
+    problem = problem_of(signature_def)
+    if problem is not None and signature_def.method_name != method:
+        raise invalid_argument(
+            f"Expected {kind} signature method_name to be {method}. "
+            f"Was: {signature_def.method_name}"
+        )
+    if problem is not None:
+        raise invalid_argument(problem)
+    if name not in servable.signatures:
+        raise invalid_argument(f"signature {name} cannot be called")
+    return servable.signatures[name]
+
+
+def classification_signature(servable: ServableModel, name: str) -> Signature:
+    """The signature a Classify request names (``serving_default`` when empty)."""
+    name = name or DEFAULT_SIGNATURE
+    return _checked(servable, name, CLASSIFY_METHOD, "No signature was found with the name: ")
+
+
+def regression_signature(servable: ServableModel, name: str) -> Signature:
+    """The signature a Regress request names (``serving_default`` when empty)."""
+    name = name or DEFAULT_SIGNATURE
+    return _checked(servable, name, REGRESS_METHOD, "No signature was found with the name: ")
+
+
+def examples_inputs(examples: Sequence[bytes]) -> dict[str, np.ndarray]:
+    """The one input of a Classify or Regress signature: serialized tf.Examples [N]."""
+    if not examples:
+        raise invalid_argument("Input is empty.")
+    return {EXAMPLES_INPUT: np.array(list(examples), dtype=object)}
+
+
+def classification_result(
+    outputs: dict[str, np.ndarray], num_examples: int
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Class labels [N, K] (None without a ``classes`` output) and scores [N, K] (zeros
+    without a ``scores`` output, as an unset score reads), checked as TF Serving's
+    PostProcessClassificationResult checks them."""
+    classes = outputs.get(CLASSIFY_CLASSES)
+    scores = outputs.get(CLASSIFY_SCORES)
+    for key, array, dtype in (
+        (CLASSIFY_CLASSES, classes, "DT_STRING"),
+        (CLASSIFY_SCORES, scores, "DT_FLOAT"),
+    ):
+        if array is None:
+            continue
+        if array.ndim != 2:
+            raise invalid_argument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {list(array.shape)}"
+            )
+        actual = "DT_STRING" if array.dtype == object else dtype_name(tf.as_dtype(array.dtype))
+        if actual != dtype:
+            raise invalid_argument(f"Expected {key} Tensor of {dtype}. Got: {actual}")
+        if array.shape[0] != num_examples:
+            raise invalid_argument(
+                f"Expected {key} output batch size of {num_examples}. Got: {array.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            "Tensors class and score should match in dim_size(1). Got "
+            f"{classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    if scores is None:
+        scores = np.zeros(classes.shape, np.float32)
+    return classes, scores
+
+
+def regression_result(outputs: dict[str, np.ndarray], num_examples: int) -> np.ndarray:
+    """One float32 value per example, checked as TF Serving's PostProcessRegressionResult
+    checks the ``outputs`` tensor ([N] or [N, 1], DT_FLOAT)."""
+    values = outputs[REGRESS_OUTPUTS]
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {list(values.shape)}"
+        )
+    if values.shape[0] != num_examples:
+        raise invalid_argument(
+            f"Input batch size did not match output batch size: {num_examples} "
+            f"vs. {values.shape[0]}"
+        )
+    actual = "DT_STRING" if values.dtype == object else dtype_name(tf.as_dtype(values.dtype))
+    if actual != "DT_FLOAT":
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {actual}")
+    return values.reshape(num_examples)
+
+
+def input_examples(model_input: Any) -> list[bytes]:
+    """The serialized tf.Examples of a Classify, Regress or MultiInference ``Input``;
+    with a context, its bytes go before each example's, so the example's features win
+    (what TF Serving feeds)."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in model_input.example_list.examples]
+    if kind == "example_list_with_context":
+        with_context = model_input.example_list_with_context
+        context = with_context.context.SerializeToString()
+        return [context + e.SerializeToString() for e in with_context.examples]
+    return []
+
+
+# --- MultiInference -------------------------------------------------------------------
+
+
+def multi_inference_model(model_names: Sequence[str]) -> str:
+    """The one model every task of a MultiInference request names."""
+    if any(not name for name in model_names):
+        raise invalid_argument("Found ModelSpec with an empty model name.")
+    if len(set(model_names)) > 1:
+        raise invalid_argument(
+            "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+        )
+    return model_names[0] if model_names else ""
+
+
+def multi_inference_signatures(
+    servable: ServableModel, tasks: Sequence[tuple[str, str]]
+) -> list[tuple[Signature, str]]:
+    """For each (signature name, method name) task, the signature it runs and the method
+    (classify or regress)."""
+    seen: set[str] = set()
+    signatures = []
+    for signature_name, method in tasks:
+        name = signature_name or DEFAULT_SIGNATURE
+        if name in seen:
+            raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+        seen.add(name)
+        missing = "Requested signature not found in model graph: "
+        if name not in servable.signature_def_map.signature_def:
+            raise invalid_argument(f"{missing}{name}")
+        if method not in _API:
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: {method}"
+            )
+        signatures.append((_checked(servable, name, method, missing), method))
+    return signatures
+
+
+# --- Warm-up --------------------------------------------------------------------------
+
+
+def _run_warmup_log(servable: ServableModel, log: Any) -> None:
+    """Run one PredictionLog's request as TF Serving's warm-up runs it."""
+    kind = log.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = log.predict_log.request
+        signature = prediction_signature(servable, request.model_spec.signature_name)
+        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        check_inputs(signature, inputs)
+        output_aliases(signature, request.output_filter)
+        servable.run(signature, inputs)
+    elif kind in ("classify_log", "regress_log"):
+        request = getattr(log, kind).request
+        examples = input_examples(request.input)
+        if kind == "classify_log":
+            signature = classification_signature(servable, request.model_spec.signature_name)
         else:
-            return None
-    return inputs
-
-
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-# TF Serving reads at most this many warm-up records.
-MAX_WARMUP_RECORDS = 1000
+            signature = regression_signature(servable, request.model_spec.signature_name)
+        inputs = examples_inputs(examples)
+        check_inputs(signature, inputs)
+        outputs = servable.run(signature, inputs)
+        if kind == "classify_log":
+            classification_result(outputs, len(examples))
+        else:
+            regression_result(outputs, len(examples))
+    elif kind == "multi_inference_log":
+        request = log.multi_inference_log.request
+        multi_inference_model([task.model_spec.name for task in request.tasks])
+        tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
+        examples = input_examples(request.input)
+        for signature, method in multi_inference_signatures(servable, tasks):
+            inputs = examples_inputs(examples)
+            check_inputs(signature, inputs)
+            outputs = servable.run(signature, inputs)
+            if method == CLASSIFY_METHOD:
+                classification_result(outputs, len(examples))
+            else:
+                regression_result(outputs, len(examples))
+    elif kind is not None:
+        raise ValueError(f"Unsupported log_type for warmup: {kind}")
 
 
 def replay_warmup_file(servable: ServableModel) -> int:
     """Replay the version's ``assets.extra/tf_serving_warmup_requests`` as TF Serving
-    does: each record is a PredictionLog whose Predict (or Classify) request is run
-    on its signature; any failure fails the load. Returns the number replayed (0
-    when the file is absent)."""
+    does; any failure (a record that does not parse, a request that fails, more than
+    MAX_WARMUP_RECORDS records) fails the load. Returns the number replayed (0 when
+    the file is absent: warm-up is optional)."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = os.path.join(servable.path, WARMUP_FILE)
     if not os.path.exists(path):
+        logger.info("No warmup data file found at %s", path)
         return 0
     replayed = 0
-    for index, record in enumerate(tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS)):
-        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        kind = log.WhichOneof("log_type")
+    for index, record in enumerate(tf.data.TFRecordDataset(path)):
+        if replayed == MAX_WARMUP_RECORDS:
+            raise ValueError(
+                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+            )
         try:
-            if kind == "predict_log":
-                request = log.predict_log.request
-                signature = servable.signature(request.model_spec.signature_name)
-                inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
-            elif kind == "classify_log":
-                request = log.classify_log.request
-                signature = servable.signature(request.model_spec.signature_name)
-                examples = [e.SerializeToString() for e in request.input.example_list.examples]
-                (key,) = signature.inputs
-                inputs = {key: np.array(examples, dtype=object)}
-            else:
-                raise ValueError(f"unsupported log type {kind!r}")
-            servable.run(signature, inputs)
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            _run_warmup_log(servable, log)
         except Exception as error:  # noqa: BLE001 - any failure fails the load, as in TF Serving
-            raise ValueError(f"{path}: warm-up record {index} failed: {error}") from error
+            detail = error.message if isinstance(error, ServingError) else str(error)
+            raise ValueError(f"{path}: warm-up record {index} failed: {detail}") from error
         replayed += 1
     logger.info("replayed %d warm-up requests from %s", replayed, path)
     return replayed
 
 
 def warm_up(servable: ServableModel) -> None:
-    """Replay the version's own warm-up file (TF Serving's ``assets.extra`` convention),
-    then answer one request on every signature, so a version is swapped in only once it
-    works (and its functions are traced before the first client waits on them)."""
+    """TF Serving's warm-up: the version's own warm-up file, if it has one. Nothing is
+    invented for a version without it (its first requests pay for tracing)."""
     replay_warmup_file(servable)
-    for signature in servable.signatures.values():
-        inputs = warm_up_inputs(signature)
-        if inputs is None:
-            logger.info("no warm-up input for signature %s; skipped", signature.name)
-            continue
-        outputs = servable.run(signature, inputs)
-        for key, value in outputs.items():
-            if value.shape[:1] != (1,):
-                raise ValueError(
-                    f"warm-up of signature {signature.name}: output {key} has shape "
-                    f"{value.shape}, expected a batch of 1"
-                )

@@ -306,9 +306,9 @@ def _build(dataset: str, root: Path) -> ReportInputs:
 
 def exported_model_outputs(run: ReportRun) -> dict[str, np.ndarray]:
     """The exported model called by the test itself, on the fixture's eval images as
-    raw pixels (``predict_images_uint8``; the report uses ``serving_default``)."""
+    raw pixels (``predict_pixels_uint8``; the report uses ``serving_default``)."""
     loaded = tf.saved_model.load(run.inputs.serving_model_dir)
-    outputs = loaded.signatures["predict_images_uint8"](images=tf.constant(run.inputs.eval_images))
+    outputs = loaded.signatures["predict_pixels_uint8"](images=tf.constant(run.inputs.eval_images))
     return {key: value.numpy() for key, value in outputs.items()}
 
 

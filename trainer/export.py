@@ -1,20 +1,35 @@
 """The serving export: a SavedModel that TF Serving loads, with the Transform
 graph inside every signature so clients send raw data, never scaled pixels.
 
-Signatures (all return ``classes`` int64 [N], ``probabilities`` float32 [N, 10]
-and ``class_names`` string [N]):
+Signatures:
 
 * ``serving_default``: ``examples``, serialized ``tf.Example`` strings [N] with the
   raw ``image`` bytes feature (what ExampleGen stored; what the Evaluator feeds);
-* ``predict_images``: ``images``, float32 pixels 0..255, shape [N, 28, 28] or [N, 784]
-  (TF Serving's REST API turns JSON numbers into this);
-* ``predict_images_uint8``: the same for uint8 pixels (gRPC clients holding uint8 arrays).
+  outputs ``classes`` int64 [N], ``probabilities`` float32 [N, 10] and
+  ``class_names`` string [N];
+* ``predict_images``: TF Serving's MNIST example contract (``mnist_client.py``):
+  ``images``, float32 [N, 784] with pixels in [0, 1] (uint8 pixels / 255); outputs
+  ``scores`` float32 [N, 10] (the class probabilities, in class order) and
+  ``classes`` int64 [N];
+* ``predict_pixels``: ``images``, float32 pixels 0..255, shape [N, 28, 28] or
+  [N, 784] (TF Serving's REST API turns JSON numbers into this); outputs as
+  ``serving_default``;
+* ``predict_pixels_uint8``: the same for uint8 pixels (gRPC clients holding uint8 arrays);
+* ``classify``: TF Serving's Classify API: input ``inputs`` (serialized
+  ``tf.Example`` strings [N]), outputs ``classes`` (the ten class names, string
+  [N, 10]) and ``scores`` (their probabilities, float32 [N, 10]); its
+  ``method_name`` is set to ``tensorflow/serving/classify`` in the written
+  ``saved_model.pb`` (see ``mark_classify_signature``).
 
-One more signature, ``classify``, serves TF Serving's Classify API: input ``inputs``
-(serialized ``tf.Example`` strings [N]), outputs ``classes`` (the ten class names,
-string [N, 10]) and ``scores`` (their probabilities, float32 [N, 10]); its
-``method_name`` is set to ``tensorflow/serving/classify`` in the written
-``saved_model.pb`` (see ``mark_classify_signature``).
+Every signature checks its input per example inside the exported graph, so TF
+Serving itself refuses malformed input with INVALID_ARGUMENT instead of answering
+wrongly: an Example whose ``image`` does not hold exactly 784 bytes (the Transform
+graph's reshape to [-1, 28, 28, 1] would otherwise accept any multiple of 784, and
+one doubled image would give two predictions), a pixel tensor of any other shape
+than the signature's, or pixel values outside its range. The pixel inputs are
+declared with an unknown shape on purpose: neither TF Serving nor
+``tf.saved_model.load`` checks a declared shape, and a declared one would let the
+graph optimizer fold the in-graph shape check away.
 """
 
 from __future__ import annotations
@@ -24,21 +39,29 @@ import json
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
 from components.data_validator import profile as data_profile
-from trainer.transform import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
+from trainer.transform import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY, NUM_PIXELS
 
+DEFAULT_SIGNATURE = "serving_default"
+MNIST_EXAMPLE_SIGNATURE = "predict_images"
+PIXEL_SIGNATURE = "predict_pixels"
+PIXEL_UINT8_SIGNATURE = "predict_pixels_uint8"
 CLASSIFY_SIGNATURE = "classify"
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 SERVING_SIGNATURES = (
-    "serving_default",
-    "predict_images",
-    "predict_images_uint8",
+    DEFAULT_SIGNATURE,
+    MNIST_EXAMPLE_SIGNATURE,
+    PIXEL_SIGNATURE,
+    PIXEL_UINT8_SIGNATURE,
     CLASSIFY_SIGNATURE,
 )
+# The output of predict_images that TF Serving's MNIST client reads.
+SCORES_KEY = "scores"
 
 # Files TF Serving ignores but carries with the version: assets.extra/.
 ASSETS_EXTRA = "assets.extra"
@@ -49,44 +72,110 @@ VERIFICATION_EXAMPLES = 16
 # Byte string of each value 0..255, to turn pixels back into the raw image bytes
 # the Transform graph expects.
 _BYTE_VALUES = [bytes([value]) for value in range(256)]
+RAW_PIXEL_LAYOUTS = ((IMAGE_SIZE, IMAGE_SIZE), (NUM_PIXELS,))
+UNIT_PIXEL_LAYOUTS = ((NUM_PIXELS,),)
+
+
+def check_example_images(image: tf.Tensor, input_name: str) -> tf.Tensor:
+    """The parsed ``image`` feature ([N] or [N, 1] strings), once every example's image
+    is known to hold exactly 784 bytes; otherwise InvalidArgumentError naming the first
+    bad example's index in ``input_name``, its byte count and the 784 expected."""
+    lengths = tf.strings.length(tf.reshape(image, [-1]), unit="BYTE")
+    bad = tf.not_equal(lengths, NUM_PIXELS)
+    well_formed = tf.logical_not(tf.reduce_any(bad))
+
+    def describe() -> tf.Tensor:
+        index = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+        return tf.strings.format(
+            f"{input_name}[{{}}]: the {IMAGE_KEY} feature holds {{}} bytes; expected "
+            f"{NUM_PIXELS} ({IMAGE_SIZE} x {IMAGE_SIZE} uint8 pixels, one image per example); "
+            "{} of {} examples malformed",
+            (
+                index,
+                lengths[index],
+                tf.reduce_sum(tf.cast(bad, tf.int32)),
+                tf.size(lengths),
+            ),
+        )
+
+    # The message is only built when needed (an empty batch has no first index). It holds
+    # no quotes: the Assert op prints string data C-escaped.
+    message = tf.cond(well_formed, lambda: tf.constant(""), describe)
+    with tf.control_dependencies([tf.debugging.Assert(well_formed, [message])]):
+        return tf.identity(image)
+
+
+def _check_shape(images: tf.Tensor, layouts: Sequence[tuple[int, ...]]) -> tf.Operation:
+    """Assert that ``images`` is [N, *layout] for one of ``layouts``; the error names the
+    shapes expected and the one found."""
+    shape = tf.shape(images)
+    rank = tf.rank(images)
+    most = 1 + max(len(layout) for layout in layouts)
+    # Padded so that any rank (an unbatched [784], a [N, 28, 28, 1]) reaches the
+    # message below instead of failing inside the comparison.
+    dims = tf.concat([shape, tf.zeros([most], tf.int32)], axis=0)[:most]
+    matches = []
+    for layout in layouts:
+        match = tf.equal(rank, 1 + len(layout))
+        for axis, size in enumerate(layout, start=1):
+            match = tf.logical_and(match, tf.equal(dims[axis], size))
+        matches.append(match)
+    expected = " or ".join(
+        "[N, " + ", ".join(str(size) for size in layout) + "]" for layout in layouts
+    )
+    return tf.debugging.Assert(
+        tf.reduce_any(tf.stack(matches)), [f"images: expected shape {expected}, got", shape]
+    )
+
+
+def _check_range(values: tf.Tensor, low: float, high: float, expected: str) -> tf.Operation:
+    """Assert every value lies in [low, high] (NaN does not); the error gives min and max."""
+    return tf.debugging.Assert(
+        tf.logical_and(tf.reduce_all(values >= low), tf.reduce_all(values <= high)),
+        [
+            f"images: expected pixel values in {expected}, got min/max",
+            tf.reduce_min(values),
+            tf.reduce_max(values),
+        ],
+    )
+
+
+def _bytes_of(byte_values: tf.Tensor) -> tf.Tensor:
+    """Integer pixel values 0..255, [N, 784], to raw image bytes [N]."""
+    return tf.strings.reduce_join(tf.gather(tf.constant(_BYTE_VALUES), byte_values), axis=1)
 
 
 def pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
-    """Pixels 0..255, [N, 28, 28] or [N, 784] (any real or integer dtype), to raw bytes [N]."""
+    """Pixels 0..255, [N, 28, 28] or [N, 784] (any real or integer dtype), to raw bytes [N].
+    Float pixels are rounded to the nearest byte."""
     images = tf.convert_to_tensor(images)
-    shape = tf.shape(images)
-    rank = tf.rank(images)
-    # Padded so that any rank (an unbatched [784], a [N, 28, 28, 1]) reaches the
-    # message below instead of failing inside the comparison.
-    dims = tf.concat([shape, tf.zeros([3], tf.int32)], axis=0)[:3]
-    well_shaped = tf.logical_or(
-        tf.logical_and(tf.equal(rank, 2), tf.equal(dims[1], NUM_PIXELS)),
-        tf.logical_and(
-            tf.equal(rank, 3), tf.logical_and(tf.equal(dims[1], 28), tf.equal(dims[2], 28))
-        ),
-    )
-    checks = [
-        tf.debugging.Assert(
-            well_shaped, ["images: expected shape [N, 28, 28] or [N, 784], got", shape]
-        )
-    ]
+    checks = [_check_shape(images, RAW_PIXEL_LAYOUTS)]
     if images.dtype != tf.uint8:
-        values = tf.cast(images, tf.float32)
         checks.append(
-            tf.debugging.Assert(
-                tf.logical_and(tf.reduce_all(values >= 0.0), tf.reduce_all(values <= 255.0)),
-                [
-                    "images: expected pixel values in 0..255 (raw, not scaled), got min/max",
-                    tf.reduce_min(values),
-                    tf.reduce_max(values),
-                ],
-            )
+            _check_range(tf.cast(images, tf.float32), 0.0, 255.0, "0..255 (raw, not scaled)")
         )
     with tf.control_dependencies(checks):
         flat = tf.reshape(images, [-1, NUM_PIXELS])
-    indices = tf.cast(tf.round(tf.cast(flat, tf.float32)), tf.int32)
-    table = tf.constant(_BYTE_VALUES)
-    return tf.strings.reduce_join(tf.gather(table, indices), axis=1)
+    return _bytes_of(tf.cast(tf.round(tf.cast(flat, tf.float32)), tf.int32))
+
+
+def unit_pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
+    """TF Serving's MNIST input, float pixels in [0, 1] of shape [N, 784] (uint8 / 255), to
+    raw bytes [N]: each value is rounded to the nearest of the 256 levels k / 255."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    checks = [
+        _check_shape(images, UNIT_PIXEL_LAYOUTS),
+        _check_range(
+            images,
+            0.0,
+            1.0,
+            f"[0, 1] (uint8 pixels / 255, as the TF Serving MNIST example sends them; "
+            f"send raw 0..255 pixels to {PIXEL_SIGNATURE})",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        flat = tf.reshape(images, [-1, NUM_PIXELS])
+    return _bytes_of(tf.cast(tf.round(flat * 255.0), tf.int32))
 
 
 class ServingModule(tf.Module):
@@ -113,31 +202,40 @@ class ServingModule(tf.Module):
             "class_names": tf.gather(self._class_names, classes),
         }
 
+    def _parse_examples(self, examples: tf.Tensor, input_name: str) -> dict[str, tf.Tensor]:
+        features = tf.io.parse_example(examples, self._raw_spec)
+        features[IMAGE_KEY] = check_example_images(features[IMAGE_KEY], input_name)
+        return features
+
+    def _predict_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        # The Transform graph was traced on the parsed-example shape [N, 1].
+        return self._predict_raw({IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._predict_raw(tf.io.parse_example(examples, self._raw_spec))
+        return self._predict_raw(self._parse_examples(examples, "examples"))
 
     @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
-    def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._predict_pixels(images)
+    def serve_mnist_example(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        predictions = self._predict_image_bytes(unit_pixels_to_image_bytes(images))
+        return {SCORES_KEY: predictions["probabilities"], "classes": predictions["classes"]}
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
+    def serve_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._predict_image_bytes(pixels_to_image_bytes(images))
 
     @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
-    def serve_images_uint8(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._predict_pixels(images)
+    def serve_pixels_uint8(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._predict_image_bytes(pixels_to_image_bytes(images))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def classify_examples(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         # TF Serving's Classify API reads a (label, score) pair per class from the
         # string ``classes`` and float ``scores`` outputs, both [N, K].
-        predictions = self._predict_raw(tf.io.parse_example(inputs, self._raw_spec))
+        predictions = self._predict_raw(self._parse_examples(inputs, "inputs"))
         scores = predictions["probabilities"]
         labels = tf.tile(self._class_names[None, :], [tf.shape(scores)[0], 1])
-        return {"classes": labels, "scores": scores}
-
-    def _predict_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        image_bytes = pixels_to_image_bytes(images)
-        # The Transform graph was traced on the parsed-example shape [N, 1].
-        return self._predict_raw({IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+        return {"classes": labels, SCORES_KEY: scores}
 
 
 def export_serving_model(
@@ -153,14 +251,15 @@ def export_serving_model(
     ``assets.extra/``: the Trainer's own predictions for them, which the Pusher
     compares with what the written SavedModel answers before publishing it
     (``serving/verify.py``), and TF Serving's warm-up file
-    ``tf_serving_warmup_requests`` (PredictionLog records of Predict requests on
-    ``serving_default``), which TF Serving replays before it serves a new version.
+    ``tf_serving_warmup_requests`` (``write_warmup_requests``), which TF Serving
+    replays before it serves a new version.
     """
     module = ServingModule(model, tft_output, class_names)
     signatures = {
-        "serving_default": module.serve_examples.get_concrete_function(),
-        "predict_images": module.serve_images.get_concrete_function(),
-        "predict_images_uint8": module.serve_images_uint8.get_concrete_function(),
+        DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
+        MNIST_EXAMPLE_SIGNATURE: module.serve_mnist_example.get_concrete_function(),
+        PIXEL_SIGNATURE: module.serve_pixels.get_concrete_function(),
+        PIXEL_UINT8_SIGNATURE: module.serve_pixels_uint8.get_concrete_function(),
         CLASSIFY_SIGNATURE: module.classify_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, serving_model_dir, signatures=signatures)
@@ -185,7 +284,7 @@ def write_verification_set(
     path = os.path.join(saved_model_dir, ASSETS_EXTRA, VERIFICATION_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     content = {
-        "signature": "serving_default",
+        "signature": DEFAULT_SIGNATURE,
         "examples_b64": [base64.b64encode(example).decode("ascii") for example in examples],
         "probabilities": probabilities,
     }
@@ -211,21 +310,59 @@ def write_data_contract(
     return directory
 
 
-def write_warmup_requests(saved_model_dir: str, examples: list[bytes]) -> str:
-    """TF Serving's warm-up file: one Predict request on ``serving_default`` per example."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+def warmup_logs(examples: list[bytes]) -> list:
+    """The PredictionLogs of the warm-up file: a Predict request on ``serving_default`` per
+    example, then one request on each other signature with the first example's image in
+    that signature's own input form (a Classify request for ``classify``)."""
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        model_pb2,
+        predict_pb2,
+        prediction_log_pb2,
+    )
 
+    from ingest.convert import parse_example_bytes
+
+    def predict_log(signature: str, key: str, tensor: tf.Tensor | np.ndarray):
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(signature_name=signature)
+        )
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(tensor))
+        return prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
+
+    logs = [
+        predict_log(DEFAULT_SIGNATURE, "examples", np.array([example], dtype=object))
+        for example in examples
+    ]
+    if not examples:
+        return logs
+    pixels, _ = parse_example_bytes(examples[0])
+    # Exactly what TF Serving's MNIST client sends: float32 [1, 784], uint8 / 255.
+    unit = pixels.reshape(1, NUM_PIXELS).astype(np.float32) * np.float32(1 / 255)
+    logs.append(predict_log(MNIST_EXAMPLE_SIGNATURE, "images", unit))
+    logs.append(predict_log(PIXEL_SIGNATURE, "images", pixels[None].astype(np.float32)))
+    logs.append(predict_log(PIXEL_UINT8_SIGNATURE, "images", pixels[None]))
+    classify = classification_pb2.ClassificationRequest(
+        model_spec=model_pb2.ModelSpec(signature_name=CLASSIFY_SIGNATURE)
+    )
+    classify.input.example_list.examples.add().ParseFromString(examples[0])
+    logs.append(
+        prediction_log_pb2.PredictionLog(
+            classify_log=prediction_log_pb2.ClassifyLog(request=classify)
+        )
+    )
+    return logs
+
+
+def write_warmup_requests(saved_model_dir: str, examples: list[bytes]) -> str:
+    """TF Serving's warm-up file (``warmup_logs``): every signature answers at least once
+    before a version serves, and ``serving_default`` once per example."""
     path = os.path.join(saved_model_dir, ASSETS_EXTRA, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
-        for example in examples:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(signature_name="serving_default")
-            )
-            request.inputs["examples"].CopyFrom(tf.make_tensor_proto([example], tf.string))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
+        for log in warmup_logs(examples):
             writer.write(log.SerializeToString())
     return path
 

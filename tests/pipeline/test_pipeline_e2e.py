@@ -140,7 +140,13 @@ def test_pushed_model_is_one_loadable_version(pipeline_run):
     assert str(versions[0]) == pipeline_run.first_summary["pushed_path"]
     assert versions[0].name == pipeline_run.first_summary["pushed_version"]
     model = tf.saved_model.load(str(versions[0]))
-    assert {"serving_default", "predict_images", "predict_images_uint8"} <= set(model.signatures)
+    assert {
+        "serving_default",
+        "predict_images",
+        "predict_pixels",
+        "predict_pixels_uint8",
+        "classify",
+    } <= set(model.signatures)
 
     images, labels = read_idx_pair(
         FIXTURES / pipeline_run.dataset / "t10k-images-idx3-ubyte.gz",
@@ -151,8 +157,8 @@ def test_pushed_model_is_one_loadable_version(pipeline_run):
         for img, lbl in zip(images, labels, strict=True)
     ]
     by_example = model.signatures["serving_default"](examples=tf.constant(examples))
-    by_pixels = model.signatures["predict_images"](images=tf.constant(images, tf.float32))
-    by_flat = model.signatures["predict_images_uint8"](images=tf.constant(images.reshape(-1, 784)))
+    by_pixels = model.signatures["predict_pixels"](images=tf.constant(images, tf.float32))
+    by_flat = model.signatures["predict_pixels_uint8"](images=tf.constant(images.reshape(-1, 784)))
     for out in (by_example, by_pixels, by_flat):
         probabilities = out["probabilities"].numpy()
         assert probabilities.shape == (200, 10)
@@ -160,6 +166,10 @@ def test_pushed_model_is_one_loadable_version(pipeline_run):
         np.testing.assert_array_equal(out["classes"].numpy(), probabilities.argmax(axis=1))
     np.testing.assert_allclose(by_example["probabilities"], by_pixels["probabilities"], atol=1e-6)
     np.testing.assert_allclose(by_example["probabilities"], by_flat["probabilities"], atol=1e-6)
+    # TF Serving's MNIST contract: float32 [N, 784] pixels / 255 in, scores out.
+    unit = images.reshape(-1, 784).astype(np.float32) * np.float32(1 / 255)
+    by_contract = model.signatures["predict_images"](images=tf.constant(unit))
+    np.testing.assert_allclose(by_example["probabilities"], by_contract["scores"], atol=1e-6)
     # The pushed model is the one the Evaluator measured.
     accuracy = float((by_example["classes"].numpy() == labels).mean())
     assert accuracy == pytest.approx(pipeline_run.first_summary["accuracy"], abs=1e-6)

@@ -31,7 +31,7 @@ def direct():
 
 
 def expected_text(direct, image: np.ndarray) -> str:
-    outputs = direct.signatures["predict_images_uint8"](images=tf.constant(image[None]))
+    outputs = direct.signatures["predict_pixels_uint8"](images=tf.constant(image[None]))
     prediction = client.Prediction(
         SHARED_VERSION,
         int(outputs["classes"][0]),

@@ -338,9 +338,14 @@ def test_saved_model_cli_lists_what_tf_serving_needs():
         "predict_images": {
             "method": predict,
             "inputs": {"images": ("DT_FLOAT", "unknown_rank")},
+            "outputs": {"scores": ("DT_FLOAT", "(-1, 10)"), "classes": ("DT_INT64", "(-1)")},
+        },
+        "predict_pixels": {
+            "method": predict,
+            "inputs": {"images": ("DT_FLOAT", "unknown_rank")},
             "outputs": predict_outputs,
         },
-        "predict_images_uint8": {
+        "predict_pixels_uint8": {
             "method": predict,
             "inputs": {"images": ("DT_UINT8", "unknown_rank")},
             "outputs": predict_outputs,

@@ -89,7 +89,8 @@ def test_next_version(tmp_path):
 
 def test_list_versions_ignores_non_numeric_names_and_files(tmp_path):
     """Only integer-named directories are versions, sorted numerically."""
-    for name in ["10", "9", "100", "v3", "12a", ".incoming-5-1", "-4", "1.5", "tmp"]:
+    # "²" and "٣" are str.isdigit() but not versions (int("²") raises).
+    for name in ["10", "9", "100", "v3", "12a", ".incoming-5-1", "-4", "1.5", "tmp", "²", "٣"]:
         (tmp_path / name).mkdir()
     (tmp_path / "77").write_text("a file, not a version")
     assert list_versions(tmp_path) == [9, 10, 100]

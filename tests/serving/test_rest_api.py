@@ -52,7 +52,7 @@ def post(server: ServerProcess, path: str, body) -> requests.Response:
 
 
 def direct_outputs(direct, images: np.ndarray) -> dict[str, np.ndarray]:
-    outputs = direct.signatures["predict_images_uint8"](images=tf.constant(images))
+    outputs = direct.signatures["predict_pixels_uint8"](images=tf.constant(images))
     return {key: value.numpy() for key, value in outputs.items()}
 
 
@@ -87,7 +87,8 @@ def test_metadata_lists_signatures(server):
         "__saved_model_init_op",
         "classify",
         "predict_images",
-        "predict_images_uint8",
+        "predict_pixels",
+        "predict_pixels_uint8",
         "serving_default",
     ]
     default = signatures["serving_default"]
@@ -99,19 +100,19 @@ def test_metadata_lists_signatures(server):
         "probabilities": "DT_FLOAT",
         "class_names": "DT_STRING",
     }
-    assert signatures["predict_images"]["inputs"]["images"]["tensor_shape"]["unknown_rank"]
+    assert signatures["predict_pixels"]["inputs"]["images"]["tensor_shape"]["unknown_rank"]
     assert signatures["classify"]["method_name"] == "tensorflow/serving/classify"
     versioned = requests.get(f"{server.url}/v1/models/{MODEL_NAME}/versions/{VERSION}/metadata")
     assert versioned.json() == body
 
 
 def test_predict_row_format_equals_direct_call(server, direct, images):
-    """instances of 784 float pixels through predict_images: the direct call's outputs exactly."""
+    """instances of 784 float pixels through predict_pixels: the direct call's outputs exactly."""
     response = post(
         server,
         f"{MODEL_NAME}:predict",
         {
-            "signature_name": "predict_images",
+            "signature_name": "predict_pixels",
             "instances": images.reshape(-1, 784).astype(float).tolist(),
         },
     )
@@ -137,7 +138,7 @@ def test_predict_columnar_format_uint8_28x28(server, direct, images):
         response = post(
             server,
             path,
-            {"signature_name": "predict_images_uint8", "inputs": {"images": images.tolist()}},
+            {"signature_name": "predict_pixels_uint8", "inputs": {"images": images.tolist()}},
         )
         assert response.status_code == 200, response.text
         outputs = response.json()["outputs"]
@@ -207,27 +208,27 @@ ONE_IMAGE = [[0.0] * 784]
         ),
         (
             f"{MODEL_NAME}:predict",
-            {"signature_name": "predict_images", "instances": [[0.0] * 783]},
+            {"signature_name": "predict_pixels", "instances": [[0.0] * 783]},
             400,
             "images: expected shape [N, 28, 28] or [N, 784], got] [1 783]",
         ),
         (
             f"{MODEL_NAME}:predict",
-            {"signature_name": "predict_images", "instances": [["a"] * 784]},
+            {"signature_name": "predict_pixels", "instances": [["a"] * 784]},
             400,
-            'instances (images): expected numbers for a DT_FLOAT tensor, got str "a"',
+            'instances (images): JSON Value: "a" Type: String is not of expected type: float',
         ),
         (
             f"{MODEL_NAME}:predict",
-            {"signature_name": "predict_images_uint8", "instances": [[0.5] * 784]},
+            {"signature_name": "predict_pixels_uint8", "instances": [[0.5] * 784]},
             400,
-            "instances (images): expected integers for a DT_UINT8 tensor, got 0.5",
+            "instances (images): JSON Value: 0.5 Type: Number is not of expected type: uint8",
         ),
         (
             f"{MODEL_NAME}:predict",
-            {"signature_name": "predict_images", "instances": ONE_IMAGE, "inputs": ONE_IMAGE},
+            {"signature_name": "predict_pixels", "instances": ONE_IMAGE, "inputs": ONE_IMAGE},
             400,
-            "Not both 'instances' and 'inputs' can be specified in a request",
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
         ),
         (
             f"{MODEL_NAME}:predict",
@@ -237,7 +238,7 @@ ONE_IMAGE = [[0.0] * 784]
         ),
         (
             f"{MODEL_NAME}/versions/7:predict",
-            {"signature_name": "predict_images", "instances": ONE_IMAGE},
+            {"signature_name": "predict_pixels", "instances": ONE_IMAGE},
             404,
             f"Servable not found for request: Specific(mnist, 7); serving versions: [{VERSION}]",
         ),
@@ -261,25 +262,25 @@ ONE_IMAGE = [[0.0] * 784]
         ),
         (
             f"{MODEL_NAME}:predict",
-            {"signature_name": "predict_images", "instances": [[1.0] * 784, [1.0] * 10]},
+            {"signature_name": "predict_pixels", "instances": [[1.0] * 784, [1.0] * 10]},
             400,
             "instances (images): ragged or mixed nested lists",
         ),
         (
             f"{MODEL_NAME}:predict",
-            {"signature_name": "predict_images", "instances": [[300.0] * 784]},
+            {"signature_name": "predict_pixels", "instances": [[300.0] * 784]},
             400,
             "images: expected pixel values in 0..255 (raw, not scaled), got min/max] [300] [300]",
         ),
         (
             f"{MODEL_NAME}:predict",
-            {"signature_name": "predict_images", "inputs": {"pixels": ONE_IMAGE}},
+            {"signature_name": "predict_pixels", "inputs": {"pixels": ONE_IMAGE}},
             400,
-            "input names do not match signature 'predict_images': unknown ['pixels']; "
+            "input names do not match signature 'predict_pixels': unknown ['pixels']; "
             "missing ['images'] (it takes ['images'])",
         ),
-        (f"{MODEL_NAME}:predict", {"instances": []}, 400, "'instances' must be a non-empty list"),
-        (f"{MODEL_NAME}:predict", {}, 400, "Missing 'inputs' or 'instances' key in the request"),
+        (f"{MODEL_NAME}:predict", {"instances": []}, 400, "No values in 'instances' array"),
+        (f"{MODEL_NAME}:predict", {}, 400, "Missing 'inputs' or 'instances' key"),
         (
             f"{MODEL_NAME}:predict",
             b'{"instances": [' + b"0," * 150_000 + b"0]}",
@@ -317,7 +318,7 @@ def test_bad_request_gets_status_and_error_then_server_keeps_serving(
     good = post(
         server,
         f"{MODEL_NAME}:predict",
-        {"signature_name": "predict_images_uint8", "instances": images[:1].tolist()},
+        {"signature_name": "predict_pixels_uint8", "instances": images[:1].tolist()},
     )
     assert good.status_code == 200
 
@@ -328,9 +329,11 @@ def test_unknown_version_status_is_404(server):
     assert response.json() == {"error": "Could not find version 7 of model mnist"}
 
 
-def test_malformed_url_is_404(server):
+def test_malformed_url_is_400(server):
+    """TF Serving's REST handler answers a path it cannot parse with INVALID_ARGUMENT (400);
+    tests/serving/test_rest_errors.py has every case."""
     response = requests.post(f"{server.url}/v1/models/{MODEL_NAME}:explain", json={}, timeout=10)
-    assert response.status_code == 404
+    assert response.status_code == 400
     assert response.json() == {"error": f"Malformed request: POST /v1/models/{MODEL_NAME}:explain"}
 
 
@@ -345,7 +348,7 @@ def test_concurrent_single_image_requests_are_batched_with_equal_answers(server,
             server,
             f"{MODEL_NAME}:predict",
             {
-                "signature_name": "predict_images_uint8",
+                "signature_name": "predict_pixels_uint8",
                 "instances": all_images[index : index + 1].tolist(),
             },
         )

@@ -38,7 +38,8 @@ CLASS_NAMES = get_dataset("mnist").class_names
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, mnist_train, mnist_eval) -> Path:
+def trained(tmp_path_factory, mnist_train, mnist_eval) -> tuple:
+    """The model fitted a few steps, its Transform output and the 16 verification examples."""
     images, labels = mnist_train
     tft_output = build_transform_output(tmp_path_factory.mktemp("transform"), images, labels)
     keras.utils.set_random_seed(0)
@@ -55,6 +56,12 @@ def exported(tmp_path_factory, mnist_train, mnist_eval) -> Path:
         image_to_example(image, int(label)).SerializeToString()
         for image, label in zip(eval_images[:16], eval_labels[:16], strict=True)
     ]
+    return model, tft_output, examples
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, trained) -> Path:
+    model, tft_output, examples = trained
     directory = tmp_path_factory.mktemp("export") / "model"
     export_serving_model(model, tft_output, str(directory), CLASS_NAMES, examples)
     return directory
@@ -86,17 +93,38 @@ def test_export_writes_verification_set_and_tf_serving_warmup(exported):
     records = list(
         tf.data.TFRecordDataset(str(exported / ASSETS_EXTRA / WARMUP_FILE)).as_numpy_iterator()
     )
-    assert len(records) == 16
-    log = prediction_log_pb2.PredictionLog.FromString(records[0])
-    request = log.predict_log.request
-    assert request.model_spec.signature_name == "serving_default"
-    assert tf.make_ndarray(request.inputs["examples"]).shape == (1,)
+    # serving_default once per verification example, then every other signature once.
+    logs = [prediction_log_pb2.PredictionLog.FromString(record) for record in records]
+    assert len(logs) == 16 + 4
+    requests = [
+        log.predict_log.request if log.HasField("predict_log") else log.classify_log.request
+        for log in logs
+    ]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 16 + [
+        "predict_images",
+        "predict_pixels",
+        "predict_pixels_uint8",
+        "classify",
+    ]
+    assert tf.make_ndarray(requests[0].inputs["examples"]).shape == (1,)
+    images = tf.make_ndarray(requests[16].inputs["images"])
+    assert (images.dtype, images.shape) == (np.float32, (1, 784))
+    assert images.min() >= 0.0 and images.max() == 1.0
+    assert tf.make_ndarray(requests[17].inputs["images"]).shape == (1, 28, 28)
+    assert tf.make_ndarray(requests[18].inputs["images"]).dtype == np.uint8
+    assert len(requests[19].input.example_list.examples) == 1
 
 
 def test_verification_passes_on_the_exported_model(exported):
     result = verify_saved_model(str(exported))
     assert result.examples == 16
-    assert result.signatures == ("serving_default", "predict_images", "predict_images_uint8")
+    assert result.signatures == (
+        "serving_default",
+        "predict_images",
+        "predict_pixels",
+        "predict_pixels_uint8",
+        "classify",
+    )
     assert result.max_abs_difference < 1e-5
 
 
@@ -112,6 +140,51 @@ def test_predictions_that_differ_from_the_trainers_are_refused(model_copy):
         verify_saved_model(str(model_copy))
     assert raised.value.path == str(model_copy)
     assert str(raised.value).endswith("; not published")
+
+
+def test_model_without_the_per_example_checks_is_refused(tmp_path, monkeypatch, trained):
+    """A version whose serving_default answers an Example holding two images (no per-example
+    check in its graph) is refused, though its answers on good input are the Trainer's."""
+    from trainer import export
+
+    model, tft_output, examples = trained
+    monkeypatch.setattr(export, "check_example_images", lambda image, input_name: image)
+    unchecked = tmp_path / "unchecked"
+    export.export_serving_model(model, tft_output, str(unchecked), CLASS_NAMES, examples)
+    with pytest.raises(
+        ModelVerificationError,
+        match=r"signature serving_default answered an Example holding two images instead of "
+        r"refusing it \(exported without the per-example input checks\)",
+    ):
+        verify_saved_model(str(unchecked))
+
+
+def test_version_with_the_old_signatures_is_refused(tmp_path, exported):
+    """A version exported before predict_images took TF Serving's MNIST contract (it has
+    predict_images_uint8, no predict_pixels) is refused, saying why: its predict_images
+    would read pixels / 255 as 0..255 pixels."""
+
+    def answer(images):
+        return {"probabilities": tf.zeros([1, 10])}
+
+    old = tf.Module()
+    signatures = {
+        name: tf.function(answer, input_signature=[tf.TensorSpec(None, dtype, name="images")])
+        for name, dtype in [
+            ("serving_default", tf.string),
+            ("predict_images", tf.float32),
+            ("predict_images_uint8", tf.uint8),
+        ]
+    }
+    tf.saved_model.save(old, str(tmp_path / "old"), signatures=signatures)
+    shutil.copytree(exported / ASSETS_EXTRA, tmp_path / "old" / ASSETS_EXTRA)
+    with pytest.raises(
+        ModelVerificationError,
+        match=r"missing signature\(s\) \['predict_pixels', 'predict_pixels_uint8', 'classify'\] "
+        r"\(it has predict_images_uint8: exported before predict_images took TF Serving's "
+        r"MNIST contract; its predict_images reads pixels as 0\.\.255",
+    ):
+        verify_saved_model(str(tmp_path / "old"))
 
 
 def test_model_that_does_not_load_is_refused(model_copy):

@@ -1,5 +1,6 @@
-"""What TF Serving needs from our export: the ``classify`` signature and its method
-name, its scores, and the SavedModel fingerprint."""
+"""What TF Serving needs from our export: the ``predict_images`` signature of TF Serving's
+MNIST example, the ``classify`` signature and its method name, its scores, and the
+SavedModel fingerprint."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def test_export_has_classify_signature_with_tf_serving_method_name():
         "classify": CLASSIFY_METHOD_NAME,
         "serving_default": "tensorflow/serving/predict",
         "predict_images": "tensorflow/serving/predict",
-        "predict_images_uint8": "tensorflow/serving/predict",
+        "predict_pixels": "tensorflow/serving/predict",
+        "predict_pixels_uint8": "tensorflow/serving/predict",
         "__saved_model_init_op": "",
     }
     classify = signatures["classify"]
@@ -33,6 +35,20 @@ def test_export_has_classify_signature_with_tf_serving_method_name():
         "classes": tf.string.as_datatype_enum,
         "scores": tf.float32.as_datatype_enum,
     }
+
+
+def test_predict_images_signature_def_is_the_mnist_examples():
+    """In saved_model.pb, predict_images takes float ``images`` and gives float ``scores``, the
+    keys and dtypes TF Serving's mnist_client.py sends and reads."""
+    export_dir = exported_versions()[0]
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    signature = saved_model.meta_graphs[0].signature_def["predict_images"]
+    assert {key: info.dtype for key, info in signature.inputs.items()} == {
+        "images": tf.float32.as_datatype_enum
+    }
+    assert signature.outputs["scores"].dtype == tf.float32.as_datatype_enum
+    assert [dim.size for dim in signature.outputs["scores"].tensor_shape.dim] == [-1, 10]
 
 
 def test_classify_signature_scores_equal_probabilities():

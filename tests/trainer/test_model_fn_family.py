@@ -423,7 +423,7 @@ def test_export_serves_probabilities_summing_to_one(
     fit_run, tft_output, mnist_eval, tmp_path, name
 ):
     """Each briefly trained model exports through trainer/export.py; its serving_default
-    (tf.Examples) and predict_images_uint8 (pixels) signatures give classes, probabilities
+    (tf.Examples) and predict_pixels_uint8 (pixels) signatures give classes, probabilities
     summing to 1 and class names, equal to the Keras model's own predictions, and do
     better than chance on the 200 held-out fixture images."""
     model = fit_run(name).model
@@ -440,7 +440,7 @@ def test_export_serves_probabilities_summing_to_one(
         ]
     )
     from_examples = loaded.signatures["serving_default"](examples=examples)
-    from_pixels = loaded.signatures["predict_images_uint8"](images=tf.constant(images))
+    from_pixels = loaded.signatures["predict_pixels_uint8"](images=tf.constant(images))
     direct = model({IMAGE_KEY: tf.constant(images.astype(np.float32)[..., None] / np.float32(255))})
     for outputs in (from_examples, from_pixels):
         outputs = {key: value.numpy() for key, value in outputs.items()}
@@ -459,6 +459,6 @@ def test_export_serves_probabilities_summing_to_one(
             outputs["probabilities"], direct["probabilities"].numpy(), atol=1e-5
         )
     all_images, all_labels = mnist_eval
-    served = loaded.signatures["predict_images_uint8"](images=tf.constant(all_images))
+    served = loaded.signatures["predict_pixels_uint8"](images=tf.constant(all_images))
     held_out_accuracy = np.mean(served["classes"].numpy() == all_labels)
     assert held_out_accuracy > HELD_OUT_FLOORS[name]

@@ -1,0 +1,169 @@
+"""Starting the server with a configuration it cannot serve: a malformed
+``--model-config-file`` (bad text proto, unknown field, no base_path, ...) or a port
+in use is one ``error: ...`` line on stderr naming the file or port and what was
+expected, and exit code 2, without a traceback. Real ``python -m serving.server``
+subprocesses; ``serve()`` itself is checked for a port taken after the probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.server import ServerConfig, StartupError, model_configs_from_file, serve
+from serving.versions import ModelConfig
+from tests.serving_fixture import REPO, free_port
+
+EXAMPLE = "expected a ModelServerConfig text proto"
+
+
+def run_server(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "serving.server", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *parts: str) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    [line] = lines
+    assert line.startswith("error: "), line
+    for part in parts:
+        assert part in line, line
+    return line
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def listening():
+    """A socket listening on a free localhost port: a port in use."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield busy.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('model_config_list { config { name: "a" base_path: "/m"', 'Expected "}"'),
+        (
+            'model_config_list { config { name: "a" bas_path: "/m" } }',
+            'Message type "tensorflow.serving.ModelConfig" has no field named "bas_path"',
+        ),
+        ('model_config_list { config { name: "a" } }', "model a has no base_path"),
+        ('model_config_list { config { base_path: "/m" } }', "config 1 has no name"),
+        ("", "model_config_list names no model"),
+        (
+            'model_config_list { config { name: "a" base_path: "/m" } '
+            'config { name: "a" base_path: "/n" } }',
+            "Illegal to list model a multiple times in config list",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/m" model_platform: "onnx" } }',
+            'model a has model_platform "onnx"',
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/m" '
+            "model_version_policy { specific { } } } }",
+            "model a: version policy specific: list at least one version",
+        ),
+    ],
+    ids=["syntax", "unknown-field", "no-base-path", "no-name", "no-model", "twice",
+         "platform", "empty-specific-policy"],
+)  # fmt: skip
+def test_malformed_model_config_file_is_one_line_and_exit_2(tmp_path, text, expected):
+    config = write(tmp_path / "models.config", text)
+    assert_one_line_error(
+        run_server("--model-config-file", str(config)),
+        f"error: --model-config-file {config}: ",
+        expected,
+    )
+
+
+def test_missing_model_config_file(tmp_path):
+    missing = tmp_path / "nope.config"
+    assert_one_line_error(
+        run_server("--model-config-file", str(missing)),
+        f"--model-config-file {missing}: cannot read it (No such file or directory)",
+    )
+
+
+@pytest.mark.parametrize(("api", "flag"), [("REST", "--rest-port"), ("gRPC", "--grpc-port")])
+def test_port_in_use_is_one_line_and_exit_2(tmp_path, listening, api, flag):
+    other = "--grpc-port" if flag == "--rest-port" else "--rest-port"
+    result = run_server(
+        "--model-base-path", str(tmp_path), flag, str(listening), other, str(free_port())
+    )
+    assert_one_line_error(
+        result,
+        f"cannot listen on 127.0.0.1:{listening} for {api} ({flag}): Address already in use",
+        f"expected a free port on an address of this machine (stop what uses it, or choose "
+        f"another with {flag})",
+    )
+    assert result.stdout == ""
+
+
+def test_same_port_for_both_apis(tmp_path):
+    port = str(free_port())
+    assert_one_line_error(
+        run_server("--model-base-path", str(tmp_path), "--rest-port", port, "--grpc-port", port),
+        f"--rest-port and --grpc-port are both {port}; expected two ports",
+    )
+
+
+@pytest.mark.parametrize(("api", "flag"), [("REST", "--rest-port"), ("gRPC", "--grpc-port")])
+def test_serve_raises_startup_error_for_a_port_taken_after_the_probe(
+    tmp_path, listening, api, flag
+):
+    """serve() itself (a port taken between the probe and the bind): StartupError with
+    the same text, and whatever it had started is closed again."""
+    rest_port = listening if api == "REST" else free_port()
+    grpc_port = listening if api == "gRPC" else free_port()
+    config = ServerConfig(
+        models=(ModelConfig("m", tmp_path),), rest_port=rest_port, grpc_port=grpc_port
+    )
+    with pytest.raises(StartupError) as failed:
+        asyncio.run(serve(config, stop=asyncio.Event()))
+    assert f"cannot listen on 127.0.0.1:{listening} for {api} ({flag})" in str(failed.value)
+    if api == "gRPC":  # the REST port it had opened is closed again
+        with socket.socket() as again:
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind(("127.0.0.1", rest_port))
+
+
+def test_well_formed_config_file(tmp_path):
+    config = write(
+        tmp_path / "models.config",
+        'model_config_list { config { name: "a" base_path: "/models/a" '
+        'model_platform: "tensorflow" model_version_policy { latest { num_versions: 2 } } '
+        'version_labels { key: "stable" value: 7 } } '
+        'config { name: "b" base_path: "/models/b" } }',
+    )
+    [a, b] = model_configs_from_file(config)
+    assert (a.name, str(a.base_path), a.policy.kind, a.policy.num_latest, a.labels) == (
+        "a",
+        "/models/a",
+        "latest",
+        2,
+        {"stable": 7},
+    )
+    assert (b.name, b.policy.kind, b.policy.num_latest) == ("b", "latest", 1)
