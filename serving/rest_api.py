@@ -145,7 +145,7 @@ class RestApi:
         app = web.Application(client_max_size=self.max_request_bytes)
         # Every method on every /v1/ path (in any case), as TF Serving's dispatcher
         # takes them: the handler answers what does not fit with "Malformed request".
-        app.router.add_route("*", "/{api:[vV]1}/{tail:.*}", self.handle_model)
+        app.router.add_route("*", r"/{api:[vV]1}/{tail:[\s\S]*}", self.handle_model)
         app.router.add_get(HEALTH_PATH, self.handle_health)
         app.router.add_get(METRICS_PATH, self.handle_metrics)
         return app
