@@ -184,7 +184,7 @@ def main() -> None:
     print("\n=== bench_pipeline ===")
     print(f"Beam: {' '.join(figures['beam_args'])}")
     print(
-        f"dataset {args.dataset}: eval accuracy {summary.accuracy:.4f}, pipeline wall {wall:.1f} s"
+        f"dataset {args.dataset}: test accuracy {summary.accuracy:.4f}, pipeline wall {wall:.1f} s"
     )
     for name, seconds in components.items():
         print(f"  {name:<18} {seconds:6.1f} s")

@@ -3,6 +3,9 @@ TFX's own ``tfx/components/<name>/``:
 
 - ``example_gen/``: the executor of TFX's FileBasedExampleGen that copies whole
   shards and checks every record;
+- ``served_model/``: the resolver strategy that finds the model the serving base path
+  serves now (after a rollback, the restored one), the Evaluator's baseline and the
+  data validator's reference;
 - ``data_validator/``: the ExampleValidator that stops the run on anomalies and drift
   (component, executor, and the data profile it compares);
 - ``pusher/``: the executor of TFX's Pusher that publishes a verified version atomically;

@@ -3,8 +3,13 @@
 Here live the Example format (an ``image`` bytes feature holding the 784 raw
 uint8 pixels row-major, and an int64 ``label``), its encoder and numpy decoder,
 the shard writer, and ``convert_dataset``, which turns a directory of IDX files
-into ``<output>/train/*.tfrecord``, ``<output>/eval/*.tfrecord`` and
-``<output>/manifest.json``. Output is assembled in a temporary sibling
+into ``<output>/{train,validation,test}/*.tfrecord`` and ``<output>/manifest.json``.
+The official training file is cut into ``train`` and a held-out ``validation`` part
+(``hold_out_validation``: 1/12 of it, stratified by class, drawn with a fixed seed
+and recorded in the manifest, so every run can tell exactly which official images
+it never trained on); ``test`` is the official test file, untouched: it is the
+final, once-per-run measure (the Evaluator's gate), while ``validation`` is what
+the Trainer looks at during training. Output is assembled in a temporary sibling
 directory and moved into place with the manifest last, so a half-written
 conversion never looks complete; a run whose sources match an existing
 manifest is skipped. Finding and verifying the IDX files is
@@ -13,6 +18,7 @@ that consumes the TFRecords lives elsewhere.
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +40,7 @@ from ingest.datasets import (
     NUM_CLASSES,
     SPLITS,
     DatasetInfo,
+    SplitName,
     get_dataset,
 )
 from ingest.fetch import find_idx_files, verify_idx_files
@@ -42,10 +49,24 @@ from ingest.idx import read_idx_pair
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT_VERSION = 1
+# 2: three splits (train, validation, test) and the "validation" record; format 1
+# had two (train, eval) and is converted again, never read as a span.
+MANIFEST_FORMAT_VERSION = 2
 SHARD_SUFFIX = ".tfrecord"
 IMAGE_BYTES = IMAGE_HEIGHT * IMAGE_WIDTH
 IMAGE_ENCODING = f"raw uint8 {IMAGE_HEIGHT}x{IMAGE_WIDTH} row-major"
+# The validation split is 1/VALIDATION_DENOMINATOR of the official training examples
+# (5,000 of 60,000), drawn per class with numpy.random.default_rng([VALIDATION_SEED, c]).
+# Changing either changes which images are held out, so it reconverts (see
+# _reusable_conversion).
+VALIDATION_DENOMINATOR = 12
+VALIDATION_SEED = 20261126
+VALIDATION_METHOD = (
+    "stratified by label: per-class counts by largest remainder of n_c * total / n "
+    "(ties to the lower label), total = n / 12 rounded half up; per class the first "
+    "count indices of numpy.random.default_rng([seed, label]).permutation(indices of "
+    "that label), then sorted"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +79,8 @@ class ConversionResult:
     shards: dict[str, tuple[Path, ...]]
     source_sha256: dict[str, str]
     reused: bool = False
+    # The manifest's "validation" record (see hold_out_validation).
+    validation: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def example_feature_spec() -> dict[str, tf.io.FixedLenFeature]:
@@ -143,6 +166,98 @@ def _check_split_arrays(images: np.ndarray, labels: np.ndarray) -> None:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class ValidationSplit:
+    """Which examples of a training array are held out for validation."""
+
+    indices: np.ndarray  # ascending positions in the array given to validation_split
+    per_class_counts: tuple[int, ...]
+    seed: int
+
+
+def validation_size(count: int) -> int:
+    """round(count / 12), halves rounded up (exact integer arithmetic)."""
+    return (2 * count + VALIDATION_DENOMINATOR) // (2 * VALIDATION_DENOMINATOR)
+
+
+def stratified_counts(class_sizes: np.ndarray, total: int) -> tuple[int, ...]:
+    """Split ``total`` over the classes in proportion to their sizes, exactly.
+
+    Largest-remainder (Hamilton) allocation: each class gets the floor of its
+    quota ``n_c * total / n`` and the remaining units go to the largest
+    fractional parts, ties to the lower label. Integer arithmetic, so the result
+    never depends on float rounding; every class is within 1 of its quota.
+    """
+    sizes = [int(size) for size in class_sizes]
+    count = sum(sizes)
+    if not 0 <= total <= count:
+        raise ValueError(f"cannot hold out {total} of {count} examples")
+    if count == 0:
+        return tuple(0 for _ in sizes)
+    floors = [size * total // count for size in sizes]
+    remainders = [size * total % count for size in sizes]
+    spare = total - sum(floors)
+    for label in sorted(range(len(sizes)), key=lambda c: (-remainders[c], c))[:spare]:
+        floors[label] += 1
+    return tuple(floors)
+
+
+def validation_split(labels: np.ndarray, seed: int = VALIDATION_SEED) -> ValidationSplit:
+    """Choose round(len(labels) / 12) examples, stratified by label, deterministically.
+
+    Each class draws from its own generator ``default_rng([seed, label])``, so the
+    choice within one class does not depend on how many examples the others have.
+    """
+    labels = np.asarray(labels)
+    total = validation_size(len(labels))
+    if total == 0:
+        raise ValueError(
+            f"{len(labels)} training examples leave no validation examples "
+            f"(1/{VALIDATION_DENOMINATOR} rounds to 0); expected at least "
+            f"{VALIDATION_DENOMINATOR // 2}"
+        )
+    counts = stratified_counts(np.bincount(labels, minlength=NUM_CLASSES), total)
+    chosen = [
+        np.random.default_rng([seed, label]).permutation(np.flatnonzero(labels == label))[:count]
+        for label, count in enumerate(counts)
+    ]
+    indices = np.sort(np.concatenate(chosen)).astype(np.int64)
+    return ValidationSplit(indices=indices, per_class_counts=counts, seed=seed)
+
+
+def indices_sha256(indices: np.ndarray) -> str:
+    """sha256 of the indices written as ASCII decimals joined by commas ("3,17,42")."""
+    return hashlib.sha256(",".join(str(int(i)) for i in indices).encode("ascii")).hexdigest()
+
+
+def hold_out_validation(
+    images: np.ndarray, labels: np.ndarray, offset: int = 0, seed: int = VALIDATION_SEED
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """Cut a training array into (train, validation) and the manifest record of the cut.
+
+    ``offset`` is the position of ``images[0]`` in the official training file (the
+    START of ``ingest --slice``), so the recorded indices always name examples of
+    that file. Both parts keep file order.
+    """
+    split = validation_split(labels, seed)
+    held_out = np.zeros(len(labels), dtype=bool)
+    held_out[split.indices] = True
+    indices = split.indices + offset
+    record = {
+        "source": "official training file",
+        "fraction": f"1/{VALIDATION_DENOMINATOR}",
+        "seed": split.seed,
+        "method": VALIDATION_METHOD,
+        "count": len(indices),
+        "per_class_counts": list(split.per_class_counts),
+        "indices_sha256": indices_sha256(indices),
+        "indices": [int(i) for i in indices],
+    }
+    train = (images[~held_out], labels[~held_out])
+    validation = (images[held_out], labels[held_out])
+    return train, validation, record
+
+
 def write_split(
     images: np.ndarray, labels: np.ndarray, split_dir: Path | str, num_shards: int
 ) -> list[Path]:
@@ -215,6 +330,7 @@ def load_conversion(output_dir: Path | str) -> ConversionResult:
         },
         source_sha256=dict(manifest["source_sha256"]),
         reused=True,
+        validation=dict(manifest.get("validation", {})),
     )
 
 
@@ -236,6 +352,14 @@ def _reusable_conversion(
     if existing.dataset != info.name or existing.source_sha256 != dict(source_sha256):
         logger.info("%s holds a conversion of other sources; converting again", output_dir)
         return None
+    if existing.validation.get("seed") != VALIDATION_SEED:
+        logger.info(
+            "%s holds a validation split drawn with seed %s, not %s; converting again",
+            output_dir,
+            existing.validation.get("seed"),
+            VALIDATION_SEED,
+        )
+        return None
     if found_shard_counts != dict(shard_counts):
         logger.info(
             "%s has shards %s, %s requested; converting again",
@@ -256,6 +380,9 @@ def _reusable_conversion(
     return existing
 
 
+LEGACY_SPLITS = ("eval",)
+
+
 def _move_into_place(staging: Path, output_dir: Path) -> None:
     """Replace output_dir's splits and manifest with staging's, manifest last."""
     if not output_dir.exists():
@@ -264,11 +391,13 @@ def _move_into_place(staging: Path, output_dir: Path) -> None:
     # Withdraw the old manifest first: until the new one lands, the directory
     # must not claim to hold a complete conversion.
     (output_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    for split in SPLITS:
+    # LEGACY_SPLITS: a format-1 conversion's "eval" directory must not outlive it.
+    for split in (*SPLITS, *LEGACY_SPLITS):
         target = output_dir / split
         if target.exists():
             os.rename(target, staging / f"previous-{split}")  # removed with staging
-        os.rename(staging / split, target)
+        if (staging / split).exists():
+            os.rename(staging / split, target)
     os.replace(staging / MANIFEST_FILE, output_dir / MANIFEST_FILE)
 
 
@@ -312,14 +441,56 @@ def write_conversion(
     )
 
 
+def read_splits(
+    files: Mapping[str, Path],
+    info: DatasetInfo,
+    train_slice: tuple[int, int] | None = None,
+) -> tuple[dict[SplitName, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """The three splits' arrays from verified IDX files, and the manifest facts
+    (``validation``, and ``train_slice`` when given) that say how they were cut.
+
+    ``train_slice`` (START, END) keeps official training examples START..END-1
+    before the validation part is held out of them; the test split is always the
+    whole official test file.
+    """
+    official = {
+        split: read_idx_pair(
+            files[info.file_for(split, "images").stem], files[info.file_for(split, "labels").stem]
+        )
+        for split in ("train", "test")
+    }
+    images, labels = official["train"]
+    extra: dict[str, Any] = {}
+    start = 0
+    if train_slice is not None:
+        start, end = train_slice
+        if end > len(labels):
+            where = files[info.file_for("train", "labels").stem].parent
+            raise ValueError(
+                f"--slice {start}:{end}: the training set in {where} has {len(labels)} examples"
+            )
+        images, labels = images[start:end], labels[start:end]
+        extra["train_slice"] = [start, end]
+    try:
+        train, validation, record = hold_out_validation(images, labels, offset=start)
+    except ValueError as error:
+        what = f"--slice {start}:{start + len(labels)}" if train_slice else "training set"
+        raise ValueError(f"{what}: {error}") from None
+    extra["validation"] = record
+    return {"train": train, "validation": validation, "test": official["test"]}, extra
+
+
 def convert_dataset(
     idx_dir: Path | str,
     output_dir: Path | str,
     dataset: DatasetInfo | str,
     train_shards: int = 4,
-    eval_shards: int = 1,
+    validation_shards: int = 1,
+    test_shards: int = 1,
 ) -> ConversionResult:
-    """Verify the IDX files in idx_dir and write them as TFRecords under output_dir.
+    """Verify the IDX files in idx_dir and write them as TFRecords under output_dir:
+    ``train`` and ``validation`` (``hold_out_validation``) from the official training
+    file, ``test`` from the official test file.
 
     Skips the work when output_dir already holds a conversion of the same
     source bytes with the same shard counts. Reading and verification happen
@@ -328,7 +499,11 @@ def convert_dataset(
     started = time.perf_counter()
     info = dataset if isinstance(dataset, DatasetInfo) else get_dataset(dataset)
     idx_dir, output_dir = Path(idx_dir), Path(output_dir)
-    shard_counts = {"train": train_shards, "eval": eval_shards}
+    shard_counts = {
+        "train": train_shards,
+        "validation": validation_shards,
+        "test": test_shards,
+    }
     for split, num_shards in shard_counts.items():
         _check_shard_count(num_shards, None, f"{split}_shards")
 
@@ -339,12 +514,7 @@ def convert_dataset(
         logger.info("%s already holds this %s conversion; skipping", output_dir, info.name)
         return existing
 
-    arrays = {
-        split: read_idx_pair(
-            files[info.file_for(split, "images").stem], files[info.file_for(split, "labels").stem]
-        )
-        for split in SPLITS
-    }
-    write_conversion(arrays, output_dir, info, source_sha256, shard_counts)
+    arrays, extra = read_splits(files, info)
+    write_conversion(arrays, output_dir, info, source_sha256, shard_counts, extra)
     logger.info("converted %s in %.1f s", info.name, time.perf_counter() - started)
     return dataclasses.replace(load_conversion(output_dir), reused=False)

@@ -7,8 +7,12 @@ mirrors to download them from and the system packages that ship them. It does
 no I/O and imports no TensorFlow; reading IDX files lives in
 ``ingest.idx``, getting and verifying them in ``ingest.fetch``.
 
-Split naming used everywhere: "train" is the 60,000 ``train-*`` examples and
-"eval" is the official 10,000 ``t10k-*`` test examples.
+Split naming used everywhere. The published files come in two parts
+(``SourceSplit``): "train", the 60,000 ``train-*`` examples, and "test", the
+official 10,000 ``t10k-*`` examples. The converted data has three splits
+(``SPLITS``): "train" is the official training examples minus a held-out 1/12,
+"validation" is that 1/12 (5,000; see ``ingest.convert.hold_out_validation``),
+and "test" is the official test set.
 """
 
 from dataclasses import dataclass
@@ -21,8 +25,9 @@ IMAGE_WIDTH = 28
 NUM_CLASSES = 10
 
 FileKind = Literal["images", "labels"]
-SplitName = Literal["train", "eval"]
-SPLITS: tuple[SplitName, ...] = ("train", "eval")
+SourceSplit = Literal["train", "test"]
+SplitName = Literal["train", "validation", "test"]
+SPLITS: tuple[SplitName, ...] = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class DatasetFile:
 
     stem: str
     kind: FileKind
-    split: SplitName
+    split: SourceSplit
     count: int
     size: int
     sha256: str
@@ -51,10 +56,10 @@ class DatasetInfo:
 
     @property
     def stems(self) -> tuple[str, ...]:
-        """File stems in declaration order (train images, train labels, eval ...)."""
+        """File stems in declaration order (train images, train labels, test ...)."""
         return tuple(file.stem for file in self.files)
 
-    def file_for(self, split: SplitName, kind: FileKind) -> DatasetFile:
+    def file_for(self, split: SourceSplit, kind: FileKind) -> DatasetFile:
         """The file holding ``kind`` data of ``split``."""
         for file in self.files:
             if file.split == split and file.kind == kind:
@@ -69,7 +74,7 @@ def _idx_size(kind: FileKind, count: int) -> int:
     return 8 + count
 
 
-def _dataset_file(kind: FileKind, split: SplitName, count: int, sha256: str) -> DatasetFile:
+def _dataset_file(kind: FileKind, split: SourceSplit, count: int, sha256: str) -> DatasetFile:
     """Build a DatasetFile whose stem and size follow from kind, split and count."""
     prefix = "train" if split == "train" else "t10k"
     suffix = "images-idx3-ubyte" if kind == "images" else "labels-idx1-ubyte"
@@ -101,13 +106,13 @@ MNIST = DatasetInfo(
         ),
         _dataset_file(
             "images",
-            "eval",
+            "test",
             10000,
             "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         ),
         _dataset_file(
             "labels",
-            "eval",
+            "test",
             10000,
             "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         ),
@@ -147,13 +152,13 @@ FASHION_MNIST = DatasetInfo(
         ),
         _dataset_file(
             "images",
-            "eval",
+            "test",
             10000,
             "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
         ),
         _dataset_file(
             "labels",
-            "eval",
+            "test",
             10000,
             "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         ),

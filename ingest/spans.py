@@ -1,6 +1,6 @@
 """Spans: immutable, numbered conversions of a dataset under one data root.
 
-``<data_root>/span-<N>/{train,eval}/*.tfrecord`` plus its manifest; ExampleGen reads
+``<data_root>/span-<N>/{train,validation,test}/*.tfrecord`` plus its manifest; ExampleGen reads
 the latest span (or the latest K). A span is never rewritten: ``ingest_span`` adds
 the next one.
 """
@@ -15,17 +15,17 @@ from ingest.convert import (
     MANIFEST_FILE,
     ConversionResult,
     load_conversion,
+    read_splits,
     write_conversion,
 )
-from ingest.datasets import SPLITS, DatasetInfo, get_dataset
+from ingest.datasets import DatasetInfo, get_dataset
 from ingest.fetch import find_idx_files, verify_idx_files
-from ingest.idx import read_idx_pair
 
 SPAN_PREFIX = "span-"
 
 
 def span_dir(data_root: Path | str, span: int) -> Path:
-    """Where span ``span`` lives: ``<data_root>/span-<span>/{train,eval}/`` and its
+    """Where span ``span`` lives: ``<data_root>/span-<span>/{train,validation,test}/`` and its
     manifest. ExampleGen reads ``span-{SPAN}/train/*`` and picks the latest span."""
     return Path(data_root) / f"{SPAN_PREFIX}{span}"
 
@@ -64,9 +64,11 @@ def ingest_span(
 
     ``span`` defaults to one after the latest; an existing span is never
     overwritten (spans are immutable: a run that trained on one must be
-    reproducible). ``train_slice`` keeps training examples START..END-1 only (for
-    demos cutting the full set into batches); the eval split is the whole test set,
-    so every span's model is measured on the same examples.
+    reproducible). ``train_slice`` keeps official training examples START..END-1
+    only (for demos cutting the full set into batches); the validation split is held
+    out of that slice (1/12 of it, stratified, recorded in the manifest), and the
+    test split is the whole official test set, so every span's model is measured on
+    the same examples.
     """
     info = dataset if isinstance(dataset, DatasetInfo) else get_dataset(dataset)
     existing = list_spans(data_root)
@@ -82,22 +84,52 @@ def ingest_span(
         )
     files = find_idx_files(Path(idx_dir), info)
     source_sha256 = verify_idx_files(files, info)
-    arrays = {
-        split: read_idx_pair(
-            files[info.file_for(split, "images").stem], files[info.file_for(split, "labels").stem]
-        )
-        for split in SPLITS
-    }
-    extra: dict[str, Any] = {"span": span}
-    if train_slice is not None:
-        start, end = train_slice
-        images, labels = arrays["train"]
-        if end > len(labels):
-            raise ValueError(
-                f"--slice {start}:{end}: the training set in {idx_dir} has {len(labels)} examples"
+    arrays, facts = read_splits(files, info, train_slice)
+    extra: dict[str, Any] = {"span": span, **facts}
+    shards = {"train": min(train_shards, len(arrays["train"][1])), "validation": 1, "test": 1}
+    write_conversion(arrays, target, info, source_sha256, shards, extra)
+    return span, dataclasses.replace(load_conversion(target), reused=False)
+
+
+def add_next_span(
+    idx_dir: Path | str,
+    data_root: Path | str,
+    dataset: DatasetInfo | str,
+    facts: dict[str, Any],
+) -> tuple[int, ConversionResult]:
+    """``ingest_span`` into the next span number, with ``facts`` (which command wrote
+    the span, and why) in its manifest from the moment the span exists.
+
+    Used by ``mnist-tfx run`` and ``convert``, whose spans must be told apart from
+    those added by ``mnist-tfx ingest``. The span is converted by ``ingest_span``
+    under a hidden staging root beside the spans (no ``span-`` name, so neither
+    ``list_spans`` nor ExampleGen sees it), the facts are added to its manifest
+    there, and the finished directory is renamed to ``span-<N>``: an existing
+    ``span-<N>``, complete or not, is refused, never replaced.
+    """
+    import json
+    import os
+    import shutil
+    import uuid
+
+    root = Path(data_root)
+    existing = list_spans(root)
+    span = existing[-1] + 1 if existing else 0
+    target = span_dir(root, span)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".next-span.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        ingest_span(idx_dir, staging, dataset, span)
+        manifest_path = span_dir(staging, span) / MANIFEST_FILE
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest.update(facts)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if target.exists():
+            raise FileExistsError(
+                f"{target}: span {span} exists already; spans are immutable, remove the "
+                f"unfinished directory or add data with mnist-tfx ingest --span {span + 1}"
             )
-        arrays["train"] = (images[start:end], labels[start:end])
-        extra["train_slice"] = [start, end]
-    shards = min(train_shards, len(arrays["train"][1]))
-    write_conversion(arrays, target, info, source_sha256, {"train": shards, "eval": 1}, extra)
+        os.rename(span_dir(staging, span), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return span, dataclasses.replace(load_conversion(target), reused=False)

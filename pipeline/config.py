@@ -5,17 +5,17 @@ pipeline's shape is ``pipeline/pipeline.py``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import trainer
 from components.data_validator.profile import DEFAULT_MAX_DRIFT, DEFAULT_MAX_LABEL_DRIFT
+from pipeline.fingerprints import COMPONENT_CODE, fingerprint
 
-# Blessing floor on overall eval accuracy, per dataset (the Evaluator's threshold).
+# Blessing floor on overall test accuracy, per dataset (the Evaluator's threshold on
+# the test split, the official test set).
 DEFAULT_MIN_ACCURACY = {"mnist": 0.98, "fashion_mnist": 0.88}
-# Floor on every class's eval accuracy. Fashion-MNIST's Shirt class is the hard one
+# Floor on every class's test accuracy. Fashion-MNIST's Shirt class is the hard one
 # (about 0.7 for this CNN), hence its lower floor.
 DEFAULT_MIN_CLASS_ACCURACY = {"mnist": 0.95, "fashion_mnist": 0.60}
 # `--beam direct` (pipeline/beam_runners.py): Beam's DirectRunner in this process.
@@ -43,7 +43,9 @@ class RunConfig:
     min_class_accuracy: float | None = None
     max_accuracy_drop: float | None = None
     keep_versions: int = 5
-    # ExampleValidator's drift bounds against the latest blessed model's training data.
+    # TF Serving models.config whose version labels protect versions from pruning.
+    models_config: Path | None = None
+    # ExampleValidator's drift bounds against the served model's training data.
     max_drift: float = DEFAULT_MAX_DRIFT
     max_label_drift: float = DEFAULT_MAX_LABEL_DRIFT
     # Transform and the Trainer learn from the latest `num_spans` spans.
@@ -119,19 +121,7 @@ class RunConfig:
         return DEFAULT_MIN_ACCURACY.get(self.dataset, 0.9)
 
 
-# Code outside trainer/ that the Trainer runs.
-_TRAINER_DEPENDENCIES = ("components/data_validator/profile.py",)
-
-
 def code_fingerprint() -> str:
-    """sha256 over the user code (``trainer/*.py`` and what it imports from
-    ``components/``) that components load by module path."""
-    digest = hashlib.sha256()
-    package_dir = Path(trainer.__file__).parent
-    paths = sorted(package_dir.glob("*.py")) + [
-        package_dir.parent / name for name in _TRAINER_DEPENDENCIES
-    ]
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """The fingerprint of the code the Trainer runs (``trainer.task`` and everything of
+    ours it imports); every component's is in ``pipeline/fingerprints.py``."""
+    return fingerprint(COMPONENT_CODE["Trainer"])

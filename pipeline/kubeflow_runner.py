@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ingest.errors import UsageError
 from pipeline.config import RunConfig
 
 LOG = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def kubeflow_pipeline_name(name: str) -> str:
     """``name`` as KFP accepts it: lower case, underscores as hyphens."""
     kfp_name = name.lower().replace("_", "-")
     if not KFP_NAME.fullmatch(kfp_name):
-        raise ValueError(
+        raise UsageError(
             f"pipeline name {name!r}: Kubeflow needs [a-z0-9][a-z0-9-]{{0,127}} "
             "(underscores become hyphens)"
         )
@@ -64,9 +65,9 @@ def check_location(flag: str, value: str, *, remote_only: bool = False) -> str:
     if "://" in value:
         return value.rstrip("/")
     if remote_only:
-        raise ValueError(f"{flag} {value!r}: expected a URI such as gs://BUCKET/PATH")
+        raise UsageError(f"{flag} {value!r}: expected a URI such as gs://BUCKET/PATH")
     if not value.startswith("/"):
-        raise ValueError(
+        raise UsageError(
             f"{flag} {value!r}: expected a URI (gs://BUCKET/PATH) or an absolute path "
             "mounted in every step's container"
         )
@@ -118,7 +119,7 @@ def build_kubeflow_pipeline(
     from pipeline.settings import PipelinePaths, settings_from_config
 
     if config.num_spans > 1:
-        raise ValueError(
+        raise UsageError(
             f"--spans {config.num_spans}: Kubeflow's compiler supports only the latest-artifact "
             "and latest-blessed-model resolvers, not the span resolver --spans needs"
         )
@@ -130,7 +131,15 @@ def build_kubeflow_pipeline(
     )
     # The image must hold the same trainer/ as this checkout (build both from one commit):
     # the settings' code fingerprint is this checkout's.
-    return create_pipeline(paths, settings_from_config(config, metadata_connection_config=None))
+    # served_baseline=False: the V2 compiler builds resolver steps only for TFX's
+    # LatestArtifactStrategy and LatestBlessedModelStrategy (step_builder.py,
+    # _build_resolver_spec) and raises TypeError on any other, so on Kubeflow the
+    # baseline is the latest blessed model, not the served one (docs/orchestrators.md).
+    return create_pipeline(
+        paths,
+        settings_from_config(config, metadata_connection_config=None),
+        served_baseline=False,
+    )
 
 
 def compile_pipeline(tfx_pipeline: Any, image: str, output: Path) -> dict[str, Any]:
@@ -139,9 +148,9 @@ def compile_pipeline(tfx_pipeline: Any, image: str, output: Path) -> dict[str, A
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
     if output.suffix not in FORMATS:
-        raise ValueError(f"--output {output}: expected a .json or .yaml file name")
+        raise UsageError(f"--output {output}: expected a .json or .yaml file name")
     if not image or any(c.isspace() for c in image):
-        raise ValueError(
+        raise UsageError(
             f"--image {image!r}: expected an image name such as REGISTRY/mnist-tfx:TAG"
         )
     check_custom_artifact_types(tfx_pipeline)
@@ -182,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root",
         required=True,
-        help="TFRecords written by `mnist-tfx convert`: DATA_ROOT/{train,eval}/*",
+        help="TFRecords written by `mnist-tfx convert`: DATA_ROOT/span-N/{train,validation,test}/*",
     )
     parser.add_argument(
         "--serving-model-dir",
@@ -225,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from pipeline.run_flags import hparams_from_args, partial_run_config
+    from pipeline.settings import SettingsError
 
     try:
         config = partial_run_config(
@@ -239,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = tfx_pipeline.pipeline_info.pipeline_name
         output = args.output or Path("tfx_output") / "kubeflow" / f"{name}.yaml"
         compile_pipeline(tfx_pipeline, args.image, output)
-    except ValueError as error:
+    except (UsageError, SettingsError) as error:
+        # The user's mistakes only; any other error is ours and keeps its traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{name}: {output} (image {args.image}, root {tfx_pipeline.pipeline_info.pipeline_root})")

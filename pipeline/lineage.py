@@ -4,9 +4,13 @@ accuracy and blessing, the Trainer's model and hyperparameters, and the
 ExampleGen input with the sha256 of the IDX files it was converted from.
 
 Reads only (the CLI's ``versions`` command prints it); the MLMD helpers it shares
-with the run summary live in ``pipeline/run_summary.py``. The source checksums come
-from the conversion manifest in ExampleGen's input directory as it is now; the
-``input_fingerprint`` ExampleGen recorded in MLMD tells whether it changed since.
+with the run summary live in ``pipeline/run_summary.py``. The source checksums are
+the ones recorded when the data was used, never the span's manifest as it is now
+(a manifest can be replaced or deleted after a model was trained on it): first the
+``training_sources`` property the Pusher set on the PushedModel artifact (from
+``assets.extra/lineage/sources.json`` inside the pushed model), else the
+``source_sha256`` property ExampleGen set on the Examples artifact when it imported
+the span. ``lineage_from`` says which; a version with neither says so.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -45,10 +48,19 @@ class VersionLineage:
     # The span of the data the model was trained on (ExampleGen's Examples artifact).
     span: int | None = None
     training_spans: list[int] = field(default_factory=list)
+    # The newest training span's source files (stem -> sha256 of the uncompressed IDX).
     source_sha256: dict[str, str] = field(default_factory=dict)
+    # Per training span: dataset, span, source_sha256 (and manifest_sha256, counts).
+    training_sources: list[dict[str, Any]] = field(default_factory=list)
+    # Where the checksums come from: LINEAGE_FROM_PUSH, LINEAGE_FROM_EXAMPLES or None.
+    lineage_from: str | None = None
     mlmd_ids: dict[str, int] = field(default_factory=dict)
     # Set when `mnist-tfx rollback` published this version as a copy of an older one.
     rollback_of: int | None = None
+
+
+LINEAGE_FROM_PUSH = "recorded at push time (PushedModel training_sources)"
+LINEAGE_FROM_EXAMPLES = "recorded at ingest time (Examples artifact source_sha256)"
 
 
 def _exec_property(execution: metadata_store_pb2.Execution, name: str) -> Any:
@@ -91,6 +103,47 @@ def _original_pushes(store: metadata_store.MetadataStore) -> dict[str, metadata_
     return pushes
 
 
+def _use_sources(lineage: VersionLineage, sources: list[dict[str, Any]], origin: str) -> None:
+    """Take the checksums of ``sources`` (one entry per training span); the newest
+    span's files are the version's ``source_sha256``."""
+    recorded = [entry for entry in sources if entry.get("source_sha256")]
+    if not recorded:
+        return
+    newest = max(recorded, key=lambda entry: entry.get("span") or 0)
+    lineage.training_sources = sources
+    lineage.source_sha256 = dict(newest["source_sha256"])
+    lineage.dataset = newest.get("dataset")
+    lineage.lineage_from = origin
+
+
+def _pushed_sources(push: metadata_store_pb2.Artifact) -> list[dict[str, Any]]:
+    raw = custom_property(push, "training_sources")
+    if not raw:
+        return []
+    try:
+        return list(json.loads(raw).get("sources", []))
+    except (ValueError, AttributeError):
+        return []
+
+
+def _examples_sources(examples: list[metadata_store_pb2.Artifact]) -> list[dict[str, Any]]:
+    """What ExampleGen recorded on each Examples artifact when it imported its span."""
+    sources = []
+    for artifact in sorted(examples, key=lambda a: (span_of(a) or 0, a.id)):
+        raw = custom_property(artifact, "source_sha256")
+        if not raw:
+            continue
+        sources.append(
+            {
+                "dataset": custom_property(artifact, "dataset"),
+                "span": span_of(artifact),
+                "source_sha256": json.loads(raw),
+                "manifest_sha256": custom_property(artifact, "manifest_sha256"),
+            }
+        )
+    return sources
+
+
 def _data_lineage(
     store: metadata_store.MetadataStore, examples_id: int, lineage: VersionLineage
 ) -> None:
@@ -101,14 +154,7 @@ def _data_lineage(
     (example_gen,) = store.get_executions_by_id([example_gen_id])
     lineage.data_root = _exec_property(example_gen, "input_base")
     (examples,) = store.get_artifacts_by_id([examples_id])
-    span = span_of(examples)
-    lineage.span = span
-    # Each span has its own conversion manifest (ingest/convert.py).
-    manifest = Path(lineage.data_root or "") / f"span-{span or 0}" / "manifest.json"
-    if manifest.is_file():
-        content = json.loads(manifest.read_text(encoding="utf-8"))
-        lineage.source_sha256 = dict(content.get("source_sha256", {}))
-        lineage.dataset = content.get("dataset")
+    lineage.span = span_of(examples)
 
 
 def version_lineage(
@@ -124,6 +170,7 @@ def version_lineage(
     if push is None:
         return lineage
     lineage.mlmd_ids["pushed_model_artifact"] = push.id
+    _use_sources(lineage, _pushed_sources(push), LINEAGE_FROM_PUSH)
     pusher_id = _producer(store, push.id)
     if pusher_id is None:
         return lineage
@@ -157,6 +204,8 @@ def version_lineage(
             if examples_id is not None:
                 lineage.mlmd_ids["examples_artifact"] = examples_id
                 _data_lineage(store, examples_id, lineage)
+            if lineage.lineage_from is None:
+                _use_sources(lineage, _examples_sources(examples), LINEAGE_FROM_EXAMPLES)
     return lineage
 
 
@@ -202,10 +251,63 @@ def format_versions(rows: list[VersionLineage]) -> str:
             lines.append(
                 f"{'':<12} data span {row.span} of {row.data_root} (trained on span(s) {spans})"
             )
-        for stem, digest in sorted(row.source_sha256.items()):
-            lines.append(f"{'':<12} data {stem} sha256 {digest}")
+        if row.lineage_from is None:
+            lines.append(f"{'':<12} data sha256 not recorded for this version")
+            continue
+        for source in row.training_sources:
+            if len(row.training_sources) > 1:
+                lines.append(f"{'':<12} span {source.get('span')}:")
+            for stem, digest in sorted(source.get("source_sha256", {}).items()):
+                lines.append(f"{'':<12} data {stem} sha256 {digest}")
+        lines.append(f"{'':<12} (sha256 {row.lineage_from})")
     return "\n".join(lines)
 
 
 def versions_json(rows: list[VersionLineage]) -> str:
     return json.dumps([asdict(r) for r in rows], indent=2)
+
+
+# Version numbers below this are not Unix timestamps (2001-09-09): a hand-made "1", "2".
+_FIRST_TIMESTAMP_VERSION = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ServedModelAge:
+    """How old the model being served is: the served version, the version whose push
+    first published that model (they differ after a rollback), and when that was."""
+
+    served: int
+    origin: int
+    pushed_at: datetime
+
+    def days(self, now: datetime) -> float:
+        return (now - self.pushed_at).total_seconds() / 86400
+
+
+def served_model_age(serving_model_dir: str) -> ServedModelAge | None:
+    """The age of the model TF Serving serves from ``serving_model_dir`` (the newest
+    version, followed back through rollbacks), or None when nothing is served.
+
+    A rollback copy is as old as the model it restores, not as the copy. Our Pusher
+    names versions by the Unix time of the push (TFX's convention), so the origin's
+    number is its push time even after the origin itself was pruned; for a version not
+    named that way, its directory's modification time is used. ValueError when neither
+    tells (a hand-named origin that no longer exists).
+    """
+    from components.served_model.resolver import served_version
+
+    found = served_version(serving_model_dir)
+    if found is None:
+        return None
+    served, origin = found
+    if origin >= _FIRST_TIMESTAMP_VERSION:
+        pushed_at = datetime.fromtimestamp(origin, timezone.utc)
+    else:
+        path = os.path.join(serving_model_dir, str(origin))
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"{serving_model_dir}: version {served} restores version {origin}, which is "
+                "gone and not named by its push time; its age is unknown"
+            )
+        pushed_at = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc)
+    return ServedModelAge(served=served, origin=origin, pushed_at=pushed_at)

@@ -7,61 +7,154 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tfx import v1 as tfx
 
 from components.data_validator.executor import DataValidationError
-from ingest.convert import MANIFEST_FILE, convert_dataset
-from ingest.datasets import get_dataset
-from ingest.fetch import fetch_dataset
-from ingest.spans import ingest_span, list_spans, span_dir
+from ingest.convert import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, VALIDATION_SEED
+from ingest.datasets import SPLITS, get_dataset
+from ingest.fetch import fetch_dataset, find_idx_files, verify_idx_files
+from ingest.spans import add_next_span, ingest_span, list_spans, span_dir
 from pipeline.config import RunConfig
 from pipeline.metadata_config import describe_metadata, exclusive_store
 from pipeline.pipeline import create_pipeline
 from pipeline.settings import PipelinePaths, settings_from_config
 
+# ``written_by`` in a span's manifest: the commands that add spans on their own.
+WRITTEN_BY_RUN = "mnist-tfx run"
+WRITTEN_BY_CONVERT = "mnist-tfx convert"
 
-def _was_ingested(data_root: Path, span: int) -> bool:
-    manifest = span_dir(data_root, span) / MANIFEST_FILE
-    return "span" in json.loads(manifest.read_text(encoding="utf-8"))
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The TFRecord root a run reads, the span it will read, and whether this call
+    wrote that span (and why) or found it there."""
+
+    data_root: Path
+    span: int
+    written: bool
+    reason: str
 
 
-def prepare_data(config: RunConfig) -> Path:
-    """Fetch (unless the source is a directory) and convert into span 0; returns the
-    TFRecord root, whose latest span the pipeline reads. Once spans were added with
-    ``mnist-tfx ingest``, they are the data and nothing is converted here."""
+def _read_manifest(data_root: Path, span: int) -> dict[str, Any]:
+    return json.loads((span_dir(data_root, span) / MANIFEST_FILE).read_text(encoding="utf-8"))
+
+
+def _was_ingested(manifest: dict[str, Any]) -> bool:
+    """Added by ``mnist-tfx ingest``: numbered by ``ingest_span`` ("span") and not
+    marked as written by run / convert ("written_by"). A format-1 span 0 from
+    before spans were numbered has neither and counts as the run's own."""
+    return "span" in manifest and "written_by" not in manifest
+
+
+def _layout(manifest: dict[str, Any]) -> tuple[Any, ...]:
+    """What, besides the source files, decides how a span's records were cut:
+    the manifest format, the split names and the validation draw's seed."""
+    return (
+        manifest.get("format_version"),
+        tuple(sorted(manifest.get("counts", {}))),
+        manifest.get("validation", {}).get("seed"),
+    )
+
+
+def _current_layout() -> tuple[Any, ...]:
+    return (MANIFEST_FORMAT_VERSION, tuple(sorted(SPLITS)), VALIDATION_SEED)
+
+
+def _why_not_reuse(
+    manifest: dict[str, Any], span: int, dataset: str, source_sha256: dict[str, str]
+) -> str | None:
+    """Why span ``span`` (its manifest given) is not a conversion of exactly these
+    source files in the current layout, or None when it is."""
+    if manifest.get("dataset") != dataset:
+        return f"span {span} holds {manifest.get('dataset')!r}, not {dataset!r}"
+    recorded = manifest.get("source_sha256", {})
+    changed = sorted(
+        stem
+        for stem in set(recorded) | set(source_sha256)
+        if recorded.get(stem) != source_sha256.get(stem)
+    )
+    if changed:
+        return f"the source's sha256 differs from span {span}'s for {', '.join(changed)}"
+    if manifest.get("train_slice") is not None:
+        return f"span {span} holds training examples {manifest['train_slice']} only"
+    found, expected = _layout(manifest), _current_layout()
+    if found != expected:
+        return (
+            f"span {span} has the layout (format, splits, validation seed) {found}, "
+            f"the current one is {expected}"
+        )
+    return None
+
+
+def _source_dir(config: RunConfig) -> Path:
+    """The directory of the four IDX files: ``--source`` itself when it is a
+    directory, else where they were fetched to."""
+    source_dir = Path(config.source)
+    if config.source not in ("auto", "npm", "debian", "mirror") and source_dir.is_dir():
+        return source_dir
+    return fetch_dataset(get_dataset(config.dataset), config.raw_dir, config.source)
+
+
+def prepare_span(config: RunConfig, written_by: str = WRITTEN_BY_RUN) -> PreparedData:
+    """The span a run of ``config`` reads, written first when needed. Spans are
+    immutable: nothing here rewrites one.
+
+    Once spans were added with ``mnist-tfx ingest`` they are the data: nothing is
+    converted and the latest span is read. Otherwise the source files are verified
+    and compared with the latest span's manifest: the same files (sha256) in the
+    current layout reuse it; anything else becomes the next span, so a model
+    trained on an earlier span stays traceable to files that still exist.
+    """
     info = get_dataset(config.dataset)
-    spans = list_spans(config.tfrecord_dir)
-    ingested = [span for span in spans if _was_ingested(config.tfrecord_dir, span)]
+    root = config.tfrecord_dir
+    spans = list_spans(root)
+    manifests = {span: _read_manifest(root, span) for span in spans}
+    ingested = [span for span in spans if _was_ingested(manifests[span])]
     if ingested:
-        # Spans added by `mnist-tfx ingest` are the data; never replace one.
+        # Spans added by `mnist-tfx ingest` are the data; never add to them here.
         logging.warning(
             "%s holds spans %s (mnist-tfx ingest); the run reads span %d and converts nothing",
-            config.tfrecord_dir,
+            root,
             spans,
             spans[-1],
         )
-        return config.tfrecord_dir
-    source_dir = Path(config.source)
-    if config.source not in ("auto", "npm", "debian", "mirror") and source_dir.is_dir():
-        idx_dir = source_dir
+        return PreparedData(root, spans[-1], False, "spans were added with mnist-tfx ingest")
+    idx_dir = _source_dir(config)
+    source_sha256 = verify_idx_files(find_idx_files(idx_dir, info), info)
+    if spans:
+        reason = _why_not_reuse(manifests[spans[-1]], spans[-1], info.name, source_sha256)
+        if reason is None:
+            logging.info("span %d of %s holds these source files; reusing it", spans[-1], root)
+            return PreparedData(root, spans[-1], False, f"span {spans[-1]} holds these files")
     else:
-        idx_dir = fetch_dataset(info, config.raw_dir, config.source)
-    convert_dataset(idx_dir, span_dir(config.tfrecord_dir, 0), info)
-    return config.tfrecord_dir
+        reason = "there is no span yet"
+    span, _ = add_next_span(
+        idx_dir,
+        root,
+        info,
+        {"written_by": written_by, "written_because": reason, "source_dir": str(idx_dir)},
+    )
+    if spans:
+        logging.warning("wrote span %d of %s from %s: %s", span, root, idx_dir, reason)
+    else:
+        logging.info("wrote span %d of %s from %s", span, root, idx_dir)
+    return PreparedData(root, span, True, reason)
+
+
+def prepare_data(config: RunConfig) -> Path:
+    """The TFRecord root of ``config``, its latest span ready (``prepare_span``)."""
+    return prepare_span(config).data_root
 
 
 def ingest(config: RunConfig, span: int | None, train_slice: tuple[int, int] | None):
     """``mnist-tfx ingest``: the IDX files of ``config.source`` (fetched if needed) as
     the next span under the TFRecord root; returns (span, ConversionResult)."""
     info = get_dataset(config.dataset)
-    source_dir = Path(config.source)
-    if config.source not in ("auto", "npm", "debian", "mirror") and source_dir.is_dir():
-        idx_dir = source_dir
-    else:
-        idx_dir = fetch_dataset(info, config.raw_dir, config.source)
-    return ingest_span(idx_dir, config.tfrecord_dir, info, span, train_slice)
+    return ingest_span(_source_dir(config), config.tfrecord_dir, info, span, train_slice)
 
 
 def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
+from google.protobuf import struct_pb2
 from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
@@ -19,6 +20,7 @@ from components.data_validator.component import DataValidator
 from components.evaluation_report.component import EvaluationReport
 from components.example_gen import executor as example_gen_executor
 from components.pusher.executor import AtomicPushExecutor
+from components.served_model.resolver import ServedModelStrategy
 from pipeline.settings import PipelinePaths, PipelineSettings
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
@@ -26,6 +28,10 @@ RUN_FN = "trainer.task.run_fn"
 LABEL_KEY = "label"
 PREDICTION_KEY = "probabilities"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
+# Node ids of the baseline resolver: the served model (every runner but Kubeflow's),
+# or the latest blessed model (Kubeflow, whose compiler takes no custom strategy).
+SERVED_BASELINE_RESOLVER = "served_model_resolver"
+BLESSED_BASELINE_RESOLVER = "latest_blessed_model_resolver"
 
 COMPONENT_ORDER = (
     "ExampleGen",
@@ -61,10 +67,10 @@ def make_eval_config(
     min_class_accuracy: Mapping[int, float] | None = None,
     max_accuracy_drop: float = 0.0,
 ) -> tfma.EvalConfig:
-    """Accuracy overall and per true class. Blessed only if overall accuracy reaches
-    ``min_accuracy``, does not fall more than ``max_accuracy_drop`` below the latest
-    blessed model's (when there is one), and each class reaches its floor in
-    ``min_class_accuracy``."""
+    """Accuracy on the test split, overall and per true class. Blessed only if overall
+    accuracy reaches ``min_accuracy``, does not fall more than ``max_accuracy_drop``
+    below the baseline's (the served model, the latest blessed one on Kubeflow; when
+    there is one), and each class reaches its floor in ``min_class_accuracy``."""
     per_slice = [
         # Thresholds per slice: a bare `threshold` would apply to every slice.
         tfma.PerSliceMetricThreshold(
@@ -102,14 +108,29 @@ def make_eval_config(
     )
 
 
-def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl.Pipeline:
-    """The pipeline over the latest span of TFRecords, ``paths.data_root/span-N/{train,eval}/``,
-    ending in a push to ``paths.serving_model_dir/<version>/``."""
+def _fingerprint_config(code_fingerprint: str) -> example_gen_pb2.CustomConfig:
+    """ExampleGen's custom_config is a proto holding an Any: a Struct with the fingerprint."""
+    config = example_gen_pb2.CustomConfig()
+    fields = {"code_fingerprint": struct_pb2.Value(string_value=code_fingerprint)}
+    config.custom_config.Pack(struct_pb2.Struct(fields=fields))
+    return config
+
+
+def create_pipeline(
+    paths: PipelinePaths, settings: PipelineSettings, *, served_baseline: bool = True
+) -> tfx.dsl.Pipeline:
+    """The pipeline over the latest span of TFRecords,
+    ``paths.data_root/span-N/{train,validation,test}/``, ending in a push to
+    ``paths.serving_model_dir/<version>/``."""
     data, training, release = settings.data, settings.training, settings.release
     runtime = settings.runtime
-    # Imports the converted TFRecords; the two splits are the official train and
-    # test sets. FileBasedExampleGen's driver (fingerprints, spans, caching) with
-    # an executor that copies whole shards and checks every record
+    # The code each component runs, as an exec property: TFX's cache key covers our
+    # module paths and executor classes but not their code (pipeline/fingerprints.py).
+    code_prints = runtime.code_fingerprints
+    # Imports the converted TFRecords: train (the official training set minus 1/12),
+    # validation (that 1/12, for the Trainer) and test (the official test set, for the
+    # Evaluator and the report). FileBasedExampleGen's driver (fingerprints, spans,
+    # caching) with an executor that copies whole shards and checks every record
     # (components/example_gen/executor.py): 2-3 s on full MNIST instead of ImportExampleGen's 11-16.
     example_gen = FileBasedExampleGen(
         input_base=paths.data_root,
@@ -117,9 +138,12 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
             splits=[
                 # Data arrives in spans (mnist-tfx ingest); the driver picks the latest.
                 example_gen_pb2.Input.Split(name="train", pattern="span-{SPAN}/train/*"),
-                example_gen_pb2.Input.Split(name="eval", pattern="span-{SPAN}/eval/*"),
+                example_gen_pb2.Input.Split(name="validation", pattern="span-{SPAN}/validation/*"),
+                example_gen_pb2.Input.Split(name="test", pattern="span-{SPAN}/test/*"),
             ]
         ),
+        # Read by no one: it puts the executor's code into the cache key (pipeline/fingerprints.py).
+        custom_config=_fingerprint_config(code_prints.get("ExampleGen", "")),
         custom_executor_spec=executor_spec.BeamExecutorSpec(example_gen_executor.Executor),
     ).with_id("ExampleGen")
     # What Transform and the Trainer learn from: the latest span (ExampleGen's output),
@@ -158,13 +182,27 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
     )
-    # The latest model this pipeline blessed: the baseline the candidate must not fall
-    # below, and whose training data this run's data is checked against.
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    # The model the serving base path serves now (its newest version, a rollback
+    # followed to the version it restores), found in ML Metadata through the Pusher
+    # that published it: the baseline the candidate must not fall below, and whose
+    # training data this run's data is checked against. Not the latest *blessed*
+    # model, which a run killed before its push would make the bar
+    # (components/served_model/resolver.py).
+    if served_baseline:
+        baseline_resolver = tfx.dsl.Resolver(
+            strategy_class=ServedModelStrategy,
+            config={"serving_model_dir": paths.serving_model_dir},
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
+        ).with_id(SERVED_BASELINE_RESOLVER)
+    else:
+        # Kubeflow's V2 compiler takes only TFX's built-in strategies: there the
+        # baseline stays the latest blessed model (docs/orchestrators.md).
+        baseline_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id(BLESSED_BASELINE_RESOLVER)
     # Anomalies against the schema the baseline was trained under, and drift of the
     # training data against the baseline's (components/data_validator/executor.py). Stops the
     # run on either: Transform waits for it.
@@ -175,6 +213,7 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
         baseline_model=baseline_resolver.outputs["model"],
         max_drift=settings.drift.max_drift,
         max_label_drift=settings.drift.max_label_drift,
+        code_fingerprint=code_prints.get("ExampleValidator", ""),
     ).with_id("ExampleValidator")
     # Pixels to float 0..1. Not materialized: the Trainer and the serving model apply
     # the graph themselves, which is cheaper than writing 784 floats per image.
@@ -185,6 +224,9 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
         materialize=False,
         disable_statistics=True,
         splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
+        # Only in the cache key: TFX binds custom_config to preprocessing_fn only if it
+        # has a custom_config parameter, which ours has not.
+        custom_config={"code_fingerprint": code_prints.get("Transform", "")},
     )
     transform.add_upstream_node(example_validator)
     # The Estimator-style model_fn on tf_keras; hparams and class names travel in custom_config.
@@ -194,7 +236,10 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        # fn_args.eval_files: per-epoch validation, the export's verification examples
+        # and warm-up requests all come from validation; test stays unseen until the
+        # Evaluator.
+        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
         custom_config={
             "hparams": dict(training.hparams),
             "class_names": list(data.class_names),
@@ -202,7 +247,7 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
             "code_fingerprint": training.code_fingerprint,
         },
     )
-    # Accuracy overall and per class on the eval split, against the floors and the
+    # Accuracy overall and per class on the test split, against the floors and the
     # baseline; blesses the model or not.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -212,7 +257,7 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
         eval_config=make_eval_config(
             release.min_accuracy, release.min_class_accuracy, release.max_accuracy_drop
         ),
-        example_splits=["eval"],
+        example_splits=["test"],
     )
     # Publishes a blessed model as the next integer version, atomically, keeping the
     # newest `keep_versions` versions.
@@ -222,7 +267,11 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_model_dir)
         ),
-        custom_config={"keep_versions": release.keep_versions},
+        custom_config={
+            "keep_versions": release.keep_versions,
+            "code_fingerprint": code_prints.get("Pusher", ""),
+            **({"models_config": release.models_config} if release.models_config else {}),
+        },
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
     )
     # The run's evaluation report (report/): a self-contained HTML page
@@ -239,6 +288,7 @@ def create_pipeline(paths: PipelinePaths, settings: PipelineSettings) -> tfx.dsl
         dataset=data.dataset,
         class_names=list(data.class_names),
         hparams=dict(training.hparams),
+        code_fingerprint=code_prints.get("EvaluationReport", ""),
     )
     return tfx.dsl.Pipeline(
         pipeline_name=paths.pipeline_name,

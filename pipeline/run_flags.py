@@ -10,11 +10,15 @@ imports ``cli/``: the command line is the top layer.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from components.data_validator.profile import DEFAULT_MAX_DRIFT, DEFAULT_MAX_LABEL_DRIFT
 from ingest import datasets
+from ingest.errors import UsageError, usage_error
 from pipeline.beam_runners import BEAM_RUNNERS, beam_pipeline_args
 from pipeline.config import DEFAULT_BEAM_ARGS, RunConfig
 from trainer.hparams import MODEL_DEFAULTS, hparams_from_overrides, parse_override
@@ -94,25 +98,25 @@ def add_gates(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-accuracy",
         type=float,
-        help="blessing floor on overall eval accuracy (default: 0.98 mnist, 0.88 fashion_mnist)",
+        help="blessing floor on overall test accuracy (default: 0.98 mnist, 0.88 fashion_mnist)",
     )
     parser.add_argument(
         "--min-class-accuracy",
         type=float,
-        help="blessing floor on each class's eval accuracy "
+        help="blessing floor on each class's test accuracy "
         "(default: 0.95 mnist, 0.60 fashion_mnist; 0 turns it off)",
     )
     parser.add_argument(
         "--max-accuracy-drop",
         type=float,
-        help="how far overall accuracy may fall below the latest blessed model's (default: 0)",
+        help="how far overall accuracy may fall below the served model's (default: 0)",
     )
     parser.add_argument(
         "--max-drift",
         type=float,
         default=DEFAULT_MAX_DRIFT,
         help="ExampleValidator: largest Jensen-Shannon divergence of the training images' "
-        "mean intensity / ink fraction from the latest blessed model's training data "
+        "mean intensity / ink fraction from the served model's training data "
         f"(default {DEFAULT_MAX_DRIFT})",
     )
     parser.add_argument(
@@ -120,7 +124,7 @@ def add_gates(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_MAX_LABEL_DRIFT,
         help="ExampleValidator: largest L-infinity distance of the training label "
-        f"distribution from the latest blessed model's (default {DEFAULT_MAX_LABEL_DRIFT})",
+        f"distribution from the served model's (default {DEFAULT_MAX_LABEL_DRIFT})",
     )
 
 
@@ -149,6 +153,12 @@ def add_history(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=5,
         help="keep the newest N pushed versions, deleting older ones after a push (default 5)",
+    )
+    parser.add_argument(
+        "--models-config",
+        type=Path,
+        help="TF Serving models.config (ModelServerConfig text proto): versions that its "
+        "version_labels name for this model are never deleted by --keep-versions",
     )
 
 
@@ -204,14 +214,20 @@ def build_run_parser(prog: str = "mnist-tfx run") -> argparse.ArgumentParser:
 def hparams_from_args(args: argparse.Namespace) -> dict:
     """The run's complete hyperparameters: the model's defaults (or its tutorial's
     settings) with the flags applied, validated before anything heavy starts."""
-    overrides = dict(parse_override(text) for text in args.param)
+    try:
+        overrides = dict(parse_override(text) for text in args.param)
+    except ValueError as error:  # "--param TEXT: expected ..."
+        raise UsageError(str(error)) from None
     for name in ("model", "epochs", "batch_size", "learning_rate", "seed"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return hparams_from_overrides(
-        overrides, tutorial=getattr(args, "tutorial_settings", False), dataset=args.dataset
-    ).to_params()
+    try:
+        return hparams_from_overrides(
+            overrides, tutorial=getattr(args, "tutorial_settings", False), dataset=args.dataset
+        ).to_params()
+    except ValueError as error:  # each names the flag or hparams.<field> and the value
+        raise UsageError(str(error)) from None
 
 
 def partial_run_config(args: argparse.Namespace, **settings: Any) -> RunConfig:
@@ -235,12 +251,10 @@ def partial_run_config(args: argparse.Namespace, **settings: Any) -> RunConfig:
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The ``RunConfig`` of a run from parsed ``add_run_arguments`` flags; ValueError
-    on a bad value, before anything runs."""
-    if args.keep_versions < 1:
-        raise ValueError(f"--keep-versions: expected >= 1, got {args.keep_versions}")
-    if args.spans < 1:
-        raise ValueError(f"--spans: expected >= 1, got {args.spans}")
+    """The ``RunConfig`` of a run from parsed ``add_run_arguments`` flags; UsageError
+    on a bad value, before anything runs. The paths are not looked at: a runner that
+    is not the command line (Airflow) may build this where they do not exist."""
+    check_values(args)
     return partial_run_config(
         args,
         serving_root=args.serving_root,
@@ -249,9 +263,189 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         min_class_accuracy=args.min_class_accuracy,
         max_accuracy_drop=args.max_accuracy_drop,
         keep_versions=args.keep_versions,
+        models_config=getattr(args, "models_config", None),
         max_drift=args.max_drift,
         max_label_drift=args.max_label_drift,
         num_spans=args.spans,
         hparams=hparams_from_args(args),
         enable_cache=not args.no_cache,
     )
+
+
+# -- Checking the flags before any work -------------------------------------------------
+#
+# Every check below only reads: a mistake is reported before anything is fetched,
+# converted or created, as one ``UsageError`` naming the flag and its value. The flags
+# are found by their ``dest`` on the parsed namespace, so each command gets the checks
+# of exactly the flags it has (``serve`` and ``predict`` included, whose flags live in
+# ``serving/``).
+
+# Thresholds in [0, 1]: accuracies and accuracy drops are fractions; the drift bounds
+# are TFDV's distances, and both TFDV's Jensen-Shannon divergence (log base 2) and the
+# L-infinity distance of two distributions lie in [0, 1] (1.0 for disjoint ones).
+_FRACTIONS = {
+    "min_accuracy": "a number in [0, 1] (a fraction of the test examples)",
+    "min_class_accuracy": "a number in [0, 1] (a fraction of each class; 0 turns it off)",
+    "max_accuracy_drop": "a number in [0, 1] (a fraction of accuracy)",
+    "max_drift": "a number in [0, 1] (TFDV's Jensen-Shannon divergence lies in [0, 1])",
+    "max_label_drift": "a number in [0, 1] (the L-infinity distance of two label "
+    "distributions lies in [0, 1])",
+}
+# Integers with a lower bound.
+_MINIMUMS = {
+    "keep_versions": 1,
+    "spans": 1,
+    "epochs": 1,
+    "batch_size": 1,
+    "span": 0,
+    "index": 0,
+}
+# Names that become one directory (or one URL path segment) under a root.
+_NAMES = ("pipeline_name", "model_name")
+# Directories: created or written when the command lists them in ``writes``,
+# otherwise only read.
+_DIRECTORIES = ("output_root", "data_dir", "serving_root", "model_base_path")
+# Files that must exist.
+_INPUT_FILES = ("image", "idx", "models_config")
+
+
+def flag_of(dest: str) -> str:
+    """``--summary-json`` for ``summary_json``: every flag here is spelled that way."""
+    return "--" + dest.replace("_", "-")
+
+
+def check_args(args: argparse.Namespace, writes: Collection[str] = ()) -> None:
+    """UsageError on the first flag of ``args`` with a bad value or an unusable path;
+    ``writes`` names the directory flags (dests) the command creates or writes under."""
+    check_values(args)
+    check_paths(args, writes)
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """UsageError on a flag whose value is wrong whatever the file system holds:
+    thresholds, counts, names, ``--slice``, the Beam runner and its arguments, the
+    hyperparameters."""
+    for dest, expected in _FRACTIONS.items():
+        value = getattr(args, dest, None)
+        if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise usage_error(flag_of(dest), value, f"expected {expected}")
+    for dest, minimum in _MINIMUMS.items():
+        value = getattr(args, dest, None)
+        if value is not None and value < minimum:
+            raise usage_error(flag_of(dest), value, f"expected an integer >= {minimum}")
+    for dest in ("learning_rate", "timeout"):
+        value = getattr(args, dest, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise usage_error(flag_of(dest), value, "expected a number > 0")
+    port = getattr(args, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        raise usage_error("--port", port, "expected a port number 1..65535")
+    for dest in _NAMES:
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_name(flag_of(dest), value)
+    if getattr(args, "slice", None) is not None:
+        from ingest.spans import parse_slice
+
+        try:
+            parse_slice(args.slice)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if hasattr(args, "beam"):
+        try:
+            beam_pipeline_args(args.beam, args.beam_arg)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if hasattr(args, "tutorial_settings"):
+        hparams_from_args(args)
+    elif getattr(args, "param", None):
+        for text in args.param:
+            try:
+                parse_override(text)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+
+
+def check_name(flag: str, name: str) -> None:
+    """UsageError unless ``name`` can be one directory name under a root: not empty,
+    no path separator, not ``.`` or ``..``, no control characters. (``--model-name
+    ../x`` would otherwise push, and prune old versions, outside the serving root.)"""
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if (
+        not name.strip()
+        or name in (".", "..")
+        or any(sep in name for sep in separators)
+        or not name.isprintable()
+    ):
+        raise usage_error(
+            flag,
+            name,
+            "expected a name for one directory: not empty, no '/' or '\\', not '.' or '..'",
+        )
+
+
+def check_paths(args: argparse.Namespace, writes: Collection[str] = ()) -> None:
+    """UsageError on a path flag that cannot be used as the command needs it: an
+    existing file where a directory goes, a directory that cannot be created or
+    written, a ``--source`` that is neither a source name nor a directory, a missing
+    input file, a ``--summary-json`` whose directory does not exist."""
+    writes = set(writes)
+    if "serving_root" in writes and getattr(args, "serving_root", None) is None:
+        writes.add("output_root")  # the serving root is then OUTPUT_ROOT/serving
+    for dest in _DIRECTORIES:
+        path = getattr(args, dest, None)
+        if path is not None:
+            _check_directory(flag_of(dest), Path(path), write=dest in writes)
+    source = getattr(args, "source", None)
+    if source is not None:
+        from ingest.fetch import NAMED_SOURCES
+
+        if source not in NAMED_SOURCES and not Path(source).is_dir():
+            what = "a file" if Path(source).exists() else "no such directory"
+            raise usage_error(
+                "--source",
+                source,
+                f"expected {', '.join(NAMED_SOURCES)} or a directory holding the four IDX "
+                f"files; found {what}",
+            )
+    for dest in _INPUT_FILES:
+        path = getattr(args, dest, None)
+        if path is not None and not Path(path).is_file():
+            found = "a directory" if Path(path).is_dir() else "nothing there"
+            raise usage_error(flag_of(dest), path, f"expected an existing file; found {found}")
+    if getattr(args, "models_config", None) is not None:
+        from serving.publish import check_models_config
+
+        try:
+            check_models_config(args.models_config)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    summary_json = getattr(args, "summary_json", None)
+    if summary_json is not None:
+        _check_output_file("--summary-json", Path(summary_json))
+
+
+def _check_directory(flag: str, path: Path, write: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise usage_error(flag, path, "expected a directory; found a file")
+    if not write:
+        return
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise usage_error(flag, path, f"expected a directory path; {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        where = "it is" if ancestor == path else f"{ancestor} is"
+        raise usage_error(flag, path, f"expected a writable directory; {where} not writable")
+
+
+def _check_output_file(flag: str, path: Path) -> None:
+    if path.is_dir():
+        raise usage_error(flag, path, "expected a file name; found a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        found = "a file" if parent.exists() else "missing"
+        raise usage_error(flag, path, f"expected an existing directory for it; {parent} is {found}")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise usage_error(flag, path, "expected a writable file; permission denied")

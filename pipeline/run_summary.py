@@ -141,7 +141,7 @@ def read_example_counts(statistics_uri: str) -> dict[str, int]:
     import tensorflow_data_validation as tfdv
 
     counts = {}
-    for split in ("train", "eval"):
+    for split in ("train", "validation", "test"):
         path = os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb")
         if os.path.exists(path):
             stats = tfdv.load_stats_binary(path)
@@ -214,7 +214,7 @@ def read_gate_failures(
                     f", baseline {candidate_accuracy - value:.4f}" if candidate_accuracy else ""
                 )
                 lines.append(
-                    f"{where}: accuracy fell below the latest blessed model's: candidate "
+                    f"{where}: accuracy fell below the served model's: candidate "
                     f"{candidate_accuracy:.4f}{baseline}, change {value:+.4f}, "
                     f"allowed change >= {bound:+.4f}"
                 )
@@ -290,7 +290,7 @@ def format_summary(summary: RunSummary, dataset: str) -> str:
         trained = ", ".join(map(str, summary.training_spans)) or str(summary.span)
         lines.append(f"data: span {summary.span} (trained on span(s) {trained})")
     if summary.accuracy is not None:
-        lines.append(f"eval accuracy: {summary.accuracy:.4f}")
+        lines.append(f"test accuracy: {summary.accuracy:.4f}")
         for label, accuracy in summary.per_class_accuracy.items():
             count = summary.per_class_count.get(label)
             suffix = f"  ({count} examples)" if count is not None else ""

@@ -18,6 +18,7 @@ from typing import Any
 
 from components.data_validator.profile import DEFAULT_MAX_DRIFT, DEFAULT_MAX_LABEL_DRIFT
 from ingest.datasets import DATASETS, NUM_CLASSES, get_dataset
+from pipeline.fingerprints import COMPONENT_CODE
 
 
 class SettingsError(ValueError):
@@ -54,7 +55,7 @@ class PipelinePaths:
 
     pipeline_name: str
     pipeline_root: str
-    # TFRecords in spans: data_root/span-N/{train,eval}/*.
+    # TFRecords in spans: data_root/span-N/{train,validation,test}/*.
     data_root: str
     # TF Serving base path: versions are pushed as serving_model_dir/<integer>/.
     serving_model_dir: str
@@ -102,12 +103,14 @@ class ReleaseSettings:
     """The Evaluator's gate and the Pusher's retention: a model is released only if its
     overall accuracy reaches ``min_accuracy``, does not fall more than
     ``max_accuracy_drop`` below the baseline's, and each class reaches its floor;
-    the newest ``keep_versions`` released versions are kept."""
+    the newest ``keep_versions`` released versions are kept, and so are the versions
+    that a label names in the TF Serving ``models_config`` file (a path), when given."""
 
     min_accuracy: float
     min_class_accuracy: Mapping[int, float] = field(default_factory=dict)
     max_accuracy_drop: float = 0.0
     keep_versions: int = 5
+    models_config: str | None = None
 
     def __post_init__(self) -> None:
         _check_fraction("ReleaseSettings.min_accuracy", self.min_accuracy)
@@ -123,6 +126,8 @@ class ReleaseSettings:
         object.__setattr__(self, "min_class_accuracy", MappingProxyType(floors))
         _check_fraction("ReleaseSettings.max_accuracy_drop", self.max_accuracy_drop)
         _check_positive_int("ReleaseSettings.keep_versions", self.keep_versions, minimum=0)
+        if self.models_config is not None:
+            _check_text("ReleaseSettings.models_config", self.models_config)
 
 
 @dataclass(frozen=True)
@@ -140,18 +145,33 @@ class DriftSettings:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """How the pipeline runs: Beam arguments, caching and the ML Metadata connection
-    (None where the orchestrator provides one, as Kubeflow does)."""
+    """How the pipeline runs: Beam arguments, caching, the ML Metadata connection
+    (None where the orchestrator provides one, as Kubeflow does), and the fingerprint
+    of the code each component runs (node id -> ``pipeline.fingerprints.fingerprint``),
+    which each component carries as an exec property so that the cache key changes
+    when the code does. The Trainer's is ``TrainingSettings.code_fingerprint``."""
 
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
     metadata_connection_config: Any | None = None
+    code_fingerprints: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         args = self.beam_pipeline_args
         if isinstance(args, str) or not all(isinstance(a, str) for a in args):
             raise _fail("RuntimeSettings.beam_pipeline_args", args, "a sequence of strings")
         object.__setattr__(self, "beam_pipeline_args", tuple(args))
+        prints = self.code_fingerprints
+        known = sorted(COMPONENT_CODE)
+        if (
+            not isinstance(prints, Mapping)
+            or not set(prints) <= set(known)
+            or not all(isinstance(v, str) for v in prints.values())
+        ):
+            raise _fail(
+                "RuntimeSettings.code_fingerprints", prints, f"a mapping of {known} to strings"
+            )
+        object.__setattr__(self, "code_fingerprints", MappingProxyType(dict(prints)))
 
 
 @dataclass(frozen=True)
@@ -181,26 +201,36 @@ def settings_from_config(config: Any, *, metadata_connection_config: Any | None 
     """The ``PipelineSettings`` a ``pipeline.config.RunConfig`` decides: the one place
     where the local, Airflow and Kubeflow runners turn run flags into pipeline settings.
     ``metadata_connection_config`` is the runner's choice (None on Kubeflow)."""
-    from pipeline.config import code_fingerprint
+    from pathlib import Path
+
+    from pipeline.fingerprints import component_fingerprints
     from trainer.hparams import hparams_from_overrides
 
     info = get_dataset(config.dataset)
     hparams = hparams_from_overrides(config.hparams, dataset=config.dataset)
+    fingerprints = component_fingerprints()
     return PipelineSettings(
         data=DataSettings(
             dataset=config.dataset, class_names=info.class_names, num_spans=config.num_spans
         ),
-        training=TrainingSettings(hparams=hparams.to_params(), code_fingerprint=code_fingerprint()),
+        training=TrainingSettings(
+            hparams=hparams.to_params(), code_fingerprint=fingerprints["Trainer"]
+        ),
         release=ReleaseSettings(
             min_accuracy=config.accuracy_floor,
             min_class_accuracy=config.class_accuracy_floors,
             max_accuracy_drop=config.accuracy_drop_allowed,
             keep_versions=config.keep_versions,
+            # Absolute: the Pusher may run in another working directory.
+            models_config=(
+                str(Path(config.models_config).resolve()) if config.models_config else None
+            ),
         ),
         drift=DriftSettings(max_drift=config.max_drift, max_label_drift=config.max_label_drift),
         runtime=RuntimeSettings(
             beam_pipeline_args=tuple(config.beam_args),
             enable_cache=config.enable_cache,
             metadata_connection_config=metadata_connection_config,
+            code_fingerprints=fingerprints,
         ),
     )

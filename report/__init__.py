@@ -2,11 +2,12 @@
 figure inline as a base64 PNG, inline CSS, no script and no network address), the
 PNG files and ``report.json`` with the facts and figures.
 
-It shows the confusion matrix of the model's serving signature on the eval split,
-per-class accuracy as the Evaluator's TFMA computed it, grids of eval images with
-their probabilities (the first ones and the most confidently wrong), the training
-curves, and the run's facts (dataset, model, hyperparameters, counts, gate, push,
-ML Metadata ids).
+It shows the confusion matrix of the model's serving signature on the test split
+(the official test set, the one the Evaluator gates on), per-class accuracy as the
+Evaluator's TFMA computed it, grids of test images with their probabilities (the
+first ones and the most confidently wrong), the training curves (training and
+validation split per epoch), and the run's facts (dataset, model, hyperparameters,
+counts, gate, push, ML Metadata ids).
 
 - ``reading``: the data classes and the readers of TFMA / TFX outputs;
 - ``metrics``: confusion matrix, per-class recall, mistakes, agreement with TFMA;

@@ -93,8 +93,8 @@ def build_report(
             "the cells, colour by the share of the row",
         ),
         PREDICTIONS_PNG: (
-            draw_prediction_grid(predictions, grid, names, f"The first {len(grid)} eval images"),
-            f"The first {len(grid)} eval images: predicted class, confidence and (true class), "
+            draw_prediction_grid(predictions, grid, names, f"The first {len(grid)} test images"),
+            f"The first {len(grid)} test images: predicted class, confidence and (true class), "
             "blue when right, red when wrong; beside each its ten probabilities, the "
             "predicted bar red and the true bar blue",
         ),
@@ -111,7 +111,7 @@ def build_report(
     if curves is not None:
         drawn[TRAINING_CURVES_PNG] = (
             curves,
-            "Loss and accuracy per epoch on the training data and on the eval split "
+            "Loss and accuracy per epoch on the training data and on the validation split "
             "(from the Trainer's training_stats.json)",
         )
     pngs = {

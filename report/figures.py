@@ -74,9 +74,9 @@ def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Fig
     ax.set_ylabel("true class")
     total, right = int(matrix.sum()), int(np.trace(matrix))
     ax.set_title(
-        f"Confusion matrix: {total:,} eval examples, {right:,} right ({right / total:.1%})"
+        f"Confusion matrix: {total:,} test examples, {right:,} right ({right / total:.1%})"
         if total
-        else "Confusion matrix: no eval examples"
+        else "Confusion matrix: no test examples"
     )
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     return figure
@@ -138,7 +138,7 @@ def draw_class_accuracy(
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right" if max(map(len, class_names)) > 2 else "center")
     ax.set_ylim(0, 1.25)
-    ax.set_ylabel("accuracy on the class's eval examples")
+    ax.set_ylabel("accuracy on the class's test examples")
     ax.set_title("Accuracy per true class (the Evaluator's TFMA slices label=N)")
     ax.legend(loc="upper right", ncols=3, fontsize=8)
     return figure
@@ -218,7 +218,7 @@ def draw_training_curves(history: Mapping[str, Sequence[float]]) -> Figure | Non
                 range(1, len(history[val_name]) + 1),
                 history[val_name],
                 "s--",
-                label="validation (eval split)",
+                label="validation split",
             )
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)

@@ -72,7 +72,7 @@ def page_context(report: Mapping[str, Any], pngs: Mapping[str, bytes]) -> dict[s
         "title": f"Evaluation report: {facts['dataset']}, {facts['model']}",
         "verdict": _VERDICTS[facts.get("blessed")],
         "overall_accuracy": _fmt(report["tfma"]["overall_accuracy"]),
-        "eval_examples": str(report["confusion_matrix"]["total"]),
+        "test_examples": str(report["confusion_matrix"]["total"]),
         "pushed": _push_text(facts),
         "run_rows": _run_rows(report),
         "gate": _gate(report),
@@ -157,7 +157,7 @@ def _run_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             "Examples",
             ", ".join(f"{split} {count:,}" for split, count in counts.items()) or "unknown",
         ),
-        ("Eval accuracy (TFMA)", _fmt(report["tfma"]["overall_accuracy"])),
+        ("Test accuracy (TFMA)", _fmt(report["tfma"]["overall_accuracy"])),
         ("Blessing", _BLESSING[facts.get("blessed")]),
         ("Pushed", _push_text(facts)),
     ]

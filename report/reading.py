@@ -2,7 +2,7 @@
 
 The data classes (``EvalPredictions``, ``TfmaAccuracy``, ``Threshold``, ``Gate``,
 ``RunFacts``, ``ReportData``) and the readers: the serving signature run over the
-eval split (``predict_split``), the Trainer's ``training_stats.json``, and the
+test split (``predict_split``), the Trainer's ``training_stats.json``, and the
 Evaluator's eval config, metrics (``tfma.load_metrics``) and validation result.
 TensorFlow and TFMA are imported inside the readers, so the data classes need only
 numpy.
@@ -32,7 +32,7 @@ _PREDICT_BATCH = 1000
 
 @dataclass(frozen=True)
 class EvalPredictions:
-    """The serving signature's answers on the eval split, in the split's record order."""
+    """The serving signature's answers on the test split, in the split's record order."""
 
     images: np.ndarray  # uint8 [N, 28, 28]
     labels: np.ndarray  # int64 [N]
@@ -134,7 +134,7 @@ def _tfrecord_files(directory: str) -> list[str]:
         if not tf.io.gfile.isdir(path)
     )
     if not files:
-        raise FileNotFoundError(f"{directory}: no TFRecord files in the eval split")
+        raise FileNotFoundError(f"{directory}: no TFRecord files in the split to predict")
     return files
 
 

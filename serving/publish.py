@@ -6,23 +6,147 @@ complete. So a version is written and fsynced under a hidden, non-numeric name
 in the same directory and then renamed to its integer name: an integer
 directory is always complete. Versions only grow. Plain functions over a local
 filesystem; the TFX executor that calls them is ``components/pusher/executor.py``.
+
+Everything that changes a base path (a push, pruning, a rollback) holds one
+exclusive lock per base path, an flock on ``BASE/.publish.lock`` (``publish_lock``):
+two pushes at once get two distinct complete versions, a rollback never races a
+push, and a push never deletes another's staged copy. A second holder waits for the
+first (``DEFAULT_LOCK_TIMEOUT_S``) rather than failing at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+
+from ingest.errors import UsageError
 
 TEMP_PREFIX = ".incoming-"
 # One JSON line per rollback: which new version re-published which old one.
 ROLLBACK_LOG = ".rollbacks.jsonl"
+# Hidden (TF Serving loads integer names only) and not an .incoming-* entry.
+LOCK_NAME = ".publish.lock"
+# A push copies, syncs and verifies (loads) a SavedModel under the lock: seconds to a
+# minute or two. Ten minutes of waiting means the holder is stuck, not slow.
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+# A staged or half-deleted entry: .incoming-<what>-<pid>@<host>. The owner is how a
+# later push decides whether it may delete the entry (remove_stale_temporaries).
+_OWNED_TEMP = re.compile(r"\.incoming-(?P<what>.+)-(?P<pid>[0-9]+)@(?P<host>[^/@]+)")
+
+
+class PublishLockTimeoutError(TimeoutError):
+    """Another process kept a base path's publish lock longer than we would wait."""
+
+
+def _hostname() -> str:
+    return socket.gethostname() or "localhost"
+
+
+def _owned_temp_name(what: str) -> str:
+    """The name of a temporary entry this process owns: .incoming-<what>-<pid>@<host>."""
+    return f"{TEMP_PREFIX}{what}-{os.getpid()}@{_hostname()}"
+
+
+# Locks this process holds: resolved base path -> [pid, depth]. flock locks belong to
+# an open file, so a second open() and flock() in the holding thread would wait for
+# itself (rollback calls publish_saved_model); a nested acquisition in the same thread
+# only counts depth. Per thread, so another thread of this process waits like another
+# process does; the pid guards against a child forked while the lock was held.
+_held = threading.local()
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        text = lock_path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "pid unknown (the holder had not yet recorded itself)"
+
+
+@contextlib.contextmanager
+def publish_lock(
+    base_dir: str | os.PathLike, timeout: float = DEFAULT_LOCK_TIMEOUT_S
+) -> Iterator[None]:
+    """Hold ``base_dir``'s exclusive publish lock (creating the directory if it is
+    missing); reentrant within one thread.
+
+    Waits up to ``timeout`` seconds for another holder, then raises
+    PublishLockTimeoutError naming the base path and the holder's pid and host (which
+    the holder writes into the lock file). An flock is released by the kernel when
+    its process dies, even by SIGKILL, so a crashed push never wedges the base path.
+
+    The holder deletes the lock file before releasing it, so an idle base path holds
+    no lock file (only a holder killed by a signal leaves one, reused by the next). A
+    waiter may meanwhile have opened the deleted file; after taking the lock it checks
+    that the path still names the file it locked and starts over if not (the usual
+    unlink-before-unlock protocol), so two holders never coexist.
+    """
+    if "://" in str(base_dir):
+        raise NotImplementedError(
+            f"{base_dir}: atomic publishing needs a local or mounted filesystem (rename)"
+        )
+    base = Path(base_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    key = str(base.resolve())
+    held = getattr(_held, "locks", None)
+    if held is None:
+        held = _held.locks = {}
+    entry = held.get(key)
+    if entry is not None and entry[0] == os.getpid():
+        entry[1] += 1
+        try:
+            yield
+        finally:
+            entry[1] -= 1
+        return
+    lock_path = base / LOCK_NAME
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise PublishLockTimeoutError(
+                    f"{base}: another publish holds {lock_path} ({_holder(lock_path)}); "
+                    f"waited {timeout:g} s. If no push, prune or rollback is running there, "
+                    "the holder is stuck: stop it and retry"
+                ) from None
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            continue
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its holder had already deleted: start over
+    try:
+        os.ftruncate(fd, 0)
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} on host {_hostname()} since {stamp}\n".encode(), 0)
+        held[key] = [os.getpid(), 1]
+        try:
+            yield
+        finally:
+            del held[key]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+    finally:
+        os.close(fd)
 
 
 def list_versions(base_dir: str | os.PathLike) -> list[int]:
@@ -43,18 +167,65 @@ def next_version(base_dir: str | os.PathLike, now: float | None = None) -> int:
     return max(stamp, existing[-1] + 1) if existing else stamp
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, belongs to another user
+        return True
+    return True
+
+
 def remove_stale_temporaries(base_dir: str | os.PathLike) -> list[str]:
-    """Delete half-written versions left by a killed push; returns their names."""
+    """Delete half-written or half-deleted versions whose owner is gone; returns
+    their names. Call it holding ``publish_lock`` (publish_saved_model does).
+
+    Why that is safe: an ``.incoming-<what>-<pid>@<host>`` entry is made only by a
+    process holding the lock, which renames or deletes it before releasing the lock.
+    So while we hold the lock, such an entry is left by a process that died mid-push,
+    and deleting it races nobody. Its pid is still checked, on this host, with
+    ``os.kill(pid, 0)``: a live owner means a writer that took no lock (an older
+    version of this code, or a filesystem whose flock is not shared between the
+    writers), whose copy we must not pull away; a dead pid reused by an unrelated
+    process only keeps a stale entry, never deletes a live one. Entries of another
+    host, and names with no owner (from before owners were recorded), cannot be
+    checked from here: they are left alone and logged.
+    """
     base = Path(base_dir)
     removed = []
-    if base.is_dir():
-        for entry in base.iterdir():
-            if entry.name.startswith(TEMP_PREFIX):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-                removed.append(entry.name)
+    if not base.is_dir():
+        return removed
+    host = _hostname()
+    for entry in sorted(base.iterdir()):
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        owner = _OWNED_TEMP.fullmatch(entry.name)
+        if owner is None:
+            logging.warning(
+                "left %s alone: its name records no owner (pid@host); delete it by hand "
+                "if no push is running",
+                entry,
+            )
+            continue
+        pid = int(owner["pid"])
+        if owner["host"] != host:
+            logging.warning(
+                "left %s alone: its owner, pid %d, ran on host %s, not this host (%s)",
+                entry,
+                pid,
+                owner["host"],
+                host,
+            )
+            continue
+        if _pid_alive(pid):
+            logging.warning("left %s alone: its owner, pid %d, is still running", entry, pid)
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
     return removed
 
 
@@ -109,6 +280,7 @@ def publish_saved_model(
     base_dir: str | os.PathLike,
     now: float | None = None,
     verify: Callable[[str], object] | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> tuple[int, str]:
     """Copy the SavedModel in ``model_dir`` to ``base_dir/<next version>`` atomically.
 
@@ -116,7 +288,9 @@ def publish_saved_model(
     synced and before the rename; if it raises, the staged copy is deleted and the
     error propagates, so no version appears. Returns (version, path). Raises
     FileNotFoundError when ``model_dir`` holds no ``saved_model.pb``, before
-    anything is written.
+    anything is written. Holds ``publish_lock`` from choosing the version to the
+    rename, so concurrent pushes get distinct versions, one after the other;
+    PublishLockTimeoutError after ``lock_timeout`` seconds of waiting for another.
     """
     source = Path(model_dir)
     if not (source / "saved_model.pb").is_file():
@@ -127,42 +301,112 @@ def publish_saved_model(
         )
     base = Path(base_dir)
     base.mkdir(parents=True, exist_ok=True)
-    for name in remove_stale_temporaries(base):
-        logging.warning("removed half-written version %s left by an earlier push", name)
-    version = next_version(base, now)
-    staging = base / f"{TEMP_PREFIX}{version}-{os.getpid()}"
-    shutil.copytree(source, staging)
-    _fsync_tree(staging)
-    if verify is not None:
+    with publish_lock(base, lock_timeout):
+        for name in remove_stale_temporaries(base):
+            logging.warning("removed %s, left by an earlier push whose process died", name)
+        version = next_version(base, now)
+        staging = base / _owned_temp_name(str(version))
         try:
-            verify(str(staging))
+            shutil.copytree(source, staging)
+            _fsync_tree(staging)
+            if verify is not None:
+                verify(str(staging))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    final = base / str(version)
-    os.rename(staging, final)
-    _fsync_dir(base)
+        final = base / str(version)
+        os.rename(staging, final)
+        _fsync_dir(base)
     logging.info("published %s as version %d at %s", source, version, final)
     return version, str(final)
 
 
-def prune_versions(base_dir: str | os.PathLike, keep: int) -> list[int]:
+def _read_models_config(path: Path) -> tuple:
+    """The server's ModelConfigs of ``path``; its errors name ``--models-config``."""
+    from serving.server import model_configs_from_file
+
+    try:
+        return model_configs_from_file(path)
+    except ValueError as error:
+        raise UsageError(
+            str(error).replace(f"--model-config-file {path}", f"--models-config {path}", 1)
+        ) from None
+
+
+def labelled_versions(
+    models_config: str | os.PathLike, base_dir: str | os.PathLike
+) -> dict[str, int]:
+    """label -> version of the ``models.config`` entry that serves ``base_dir``.
+
+    ``models_config`` is a TF Serving ModelServerConfig text proto, read by the
+    server's own parser (``serving/server.py``). The entry whose base_path is
+    ``base_dir`` counts; failing that (the file usually names container paths such as
+    /models/mnist), the entry whose name is ``base_dir``'s last component, the model
+    name this project pushes under. Other models' labels do not count. ValueError
+    naming the file when it cannot be read or parsed.
+    """
+    path = Path(models_config)
+    models = _read_models_config(path)
+    base = Path(base_dir)
+    here = base.resolve()
+    matches = [m for m in models if Path(m.base_path).resolve() == here]
+    matches = matches or [m for m in models if m.name == base.name]
+    if not matches:
+        logging.warning(
+            "%s names no model with base_path %s or name %s: none of its labels protects "
+            "a version there",
+            path,
+            base,
+            base.name,
+        )
+    labels: dict[str, int] = {}
+    for model in matches:
+        labels.update(model.labels)
+    return labels
+
+
+def prune_versions(
+    base_dir: str | os.PathLike,
+    keep: int,
+    models_config: str | os.PathLike | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> list[int]:
     """Delete all but the newest ``keep`` versions; returns the deleted ones.
+
+    Never deleted: the newest version (the one TF Serving's default policy serves;
+    ``keep`` >= 1) and any version a label names in ``models_config`` (see
+    ``labelled_versions``), since TF Serving refuses a label whose version is gone.
+    Labelled versions do not count towards ``keep``.
 
     Called only after a new version is in place, so a failed push never leaves
     fewer than ``keep`` complete versions. Each old version is first renamed to a
     hidden name, so TF Serving sees it disappear at once rather than half-deleted.
+    Holds ``publish_lock`` throughout.
     """
     if keep < 1:
         raise ValueError(f"keep_versions: expected >= 1, got {keep}")
     base = Path(base_dir)
-    doomed = list_versions(base)[:-keep]
-    for version in doomed:
-        hidden = base / f"{TEMP_PREFIX}deleting-{version}"
-        os.rename(base / str(version), hidden)
-        shutil.rmtree(hidden)
-        logging.info("deleted old version %d (keeping the newest %d)", version, keep)
-    return doomed
+    labels = labelled_versions(models_config, base) if models_config is not None else {}
+    if not base.is_dir():
+        return []
+    deleted = []
+    with publish_lock(base, lock_timeout):
+        versions = list_versions(base)
+        protected = set(versions[-keep:]) | set(labels.values())
+        for version in versions:
+            if version in protected:
+                continue
+            hidden = base / _owned_temp_name(f"deleting-{version}")
+            os.rename(base / str(version), hidden)
+            shutil.rmtree(hidden)
+            deleted.append(version)
+            logging.info("deleted old version %d (keeping the newest %d)", version, keep)
+        for label, version in sorted(labels.items()):
+            if version in versions and version not in versions[-keep:]:
+                logging.info(
+                    "kept version %d: label %r names it in %s", version, label, models_config
+                )
+    return deleted
 
 
 def rollback(
@@ -170,6 +414,7 @@ def rollback(
     to: int | None = None,
     verify: Callable[[str], object] | None = None,
     now: float | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> tuple[int, int]:
     """Make an earlier version current again by publishing a copy of it as a new,
     higher version (history is never rewritten: versions only grow, and TF
@@ -179,34 +424,37 @@ def rollback(
     (newest) version. The copy is published like any push (staged, synced,
     verified, renamed) and recorded in ``ROLLBACK_LOG``. Returns (new version,
     restored version). Raises ValueError naming the versions present when there
-    is nothing to roll back to.
+    is nothing to roll back to. Holds ``publish_lock`` for the whole operation, so
+    the "current" version it replaces is still current when its copy appears and a
+    concurrent push cannot delete or overtake the version being restored midway.
     """
     base = Path(base_dir)
-    versions = list_versions(base)
-    if not versions:
-        raise ValueError(f"{base}: no versions to roll back")
-    current = versions[-1]
-    if to is None:
-        if len(versions) < 2:
-            raise ValueError(
-                f"{base}: only version {current} exists; nothing earlier to roll back to"
-            )
-        to = versions[-2]
-    if to not in versions:
-        raise ValueError(f"{base}: no version {to}; versions present: {versions}")
-    if to == current:
-        raise ValueError(f"{base}: version {to} is already the current (newest) version")
-    version, _ = publish_saved_model(base / str(to), base, now=now, verify=verify)
-    record = {
-        "version": version,
-        "restores": to,
-        "replaced": current,
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    with open(base / ROLLBACK_LOG, "a", encoding="utf-8") as log:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        os.fsync(log.fileno())
+    if not list_versions(base):
+        raise UsageError(f"{base}: no versions to roll back")
+    with publish_lock(base, lock_timeout):
+        versions = list_versions(base)
+        current = versions[-1]
+        if to is None:
+            if len(versions) < 2:
+                raise UsageError(
+                    f"{base}: only version {current} exists; nothing earlier to roll back to"
+                )
+            to = versions[-2]
+        if to not in versions:
+            raise UsageError(f"{base}: no version {to}; versions present: {versions}")
+        if to == current:
+            raise UsageError(f"{base}: version {to} is already the current (newest) version")
+        version, _ = publish_saved_model(base / str(to), base, now=now, verify=verify)
+        record = {
+            "version": version,
+            "restores": to,
+            "replaced": current,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with open(base / ROLLBACK_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
     logging.info("rolled back: version %d restores version %d (was %d)", version, to, current)
     return version, to
 
@@ -222,3 +470,9 @@ def rollback_sources(base_dir: str | os.PathLike) -> dict[int, int]:
             record = json.loads(line)
             sources[int(record["version"])] = int(record["restores"])
     return sources
+
+
+def check_models_config(models_config: str | os.PathLike) -> None:
+    """ValueError naming ``--models-config`` and the file when it is not a TF Serving
+    models.config the server would accept; run before anything is trained or pushed."""
+    _read_models_config(Path(models_config))

@@ -1,7 +1,7 @@
 """Check a SavedModel before it becomes a serving version.
 
 The Trainer writes, inside the SavedModel, ``assets.extra/expected_predictions.json``:
-a few serialized eval examples and the probabilities the trained model gave them
+a few serialized validation examples and the probabilities the trained model gave them
 in the Trainer's process (``trainer/export.py``). ``verify_saved_model`` loads the
 written copy the way a server would (``tf.saved_model.load``) and calls every
 signature on those examples:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the committed real-data fixture (300 train / 200 eval images per dataset).
+"""Shared fixtures: the committed real-data fixture (300 train / 200 test images per dataset).
 
 Keras 2 (``tf_keras``) is selected before any test module imports TensorFlow, as
 ``import trainer`` does in production.
@@ -34,7 +34,8 @@ def mnist_train() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def mnist_eval() -> tuple[np.ndarray, np.ndarray]:
-    """The 200 MNIST eval images (uint8 [200, 28, 28]) and labels (uint8 [200])."""
+    """The 200 MNIST test images (uint8 [200, 28, 28]) and labels (uint8 [200]), from
+    the fixture's t10k files: the official test set's, which spans keep as ``test``."""
     return _read_split("mnist", "t10k")
 
 

@@ -1,6 +1,7 @@
 """Real pipeline artifacts for the evaluation-report tests, made from the committed
 fixture by the pipeline's own code: ExampleGen's executor over the fixture's
-TFRecords, a Transform output (``tests/transform_fixture.py``), the Trainer's
+TFRecords (train and validation cut from the training images as ingest cuts them,
+test the official test images), a Transform output (``tests/transform_fixture.py``), the Trainer's
 ``run_fn`` (a short real training run with its ``training_stats.json`` and the
 serving export), the stock Evaluator executor with ``make_eval_config`` (TFMA on
 Beam), and the Pusher executor.
@@ -34,7 +35,7 @@ from components.evaluation_report.component import EvaluationReportArtifact
 from components.evaluation_report.executor import EvaluationReportExecutor
 from components.example_gen.executor import Executor as ExampleGenExecutor
 from components.pusher.executor import AtomicPushExecutor
-from ingest.convert import write_split
+from ingest.convert import hold_out_validation, write_split
 from ingest.datasets import get_dataset
 from ingest.idx import read_idx_pair
 from pipeline.pipeline import make_eval_config
@@ -84,8 +85,8 @@ class ReportInputs:
     class_names: tuple[str, ...]
     hparams: dict
     root: Path
-    eval_images: np.ndarray
-    eval_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
     artifacts: dict[str, standard_artifacts.Artifact]
     blessed: bool
 
@@ -170,19 +171,25 @@ def _artifact(cls: type, uri: Path, artifact_id: int):
     return artifact
 
 
-def _example_gen(root: Path, dataset: str) -> standard_artifacts.Examples:
+def _fixture_splits(dataset: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The three splits of the fixture, as ``mnist-tfx ingest`` cuts them."""
     source = FIXTURES / dataset
-    for split, prefix in (("train", "train"), ("eval", "t10k")):
-        images, labels = read_idx_pair(
+    official = {
+        prefix: read_idx_pair(
             source / f"{prefix}-images-idx3-ubyte.gz", source / f"{prefix}-labels-idx1-ubyte.gz"
         )
+        for prefix in ("train", "t10k")
+    }
+    train, validation, _ = hold_out_validation(*official["train"])
+    return {"train": train, "validation": validation, "test": official["t10k"]}
+
+
+def _example_gen(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]):
+    for split, (images, labels) in splits.items():
         write_split(images, labels, root / "tfrecords" / split, num_shards=1)
     examples = _artifact(standard_artifacts.Examples, root / "ExampleGen", INPUT_IDS["examples"])
     config = example_gen_pb2.Input(
-        splits=[
-            example_gen_pb2.Input.Split(name="train", pattern="train/*"),
-            example_gen_pb2.Input.Split(name="eval", pattern="eval/*"),
-        ]
+        splits=[example_gen_pb2.Input.Split(name=split, pattern=f"{split}/*") for split in splits]
     )
     ExampleGenExecutor(ExampleGenExecutor.Context(beam_pipeline_args=BEAM_ARGS)).Do(
         {},
@@ -217,7 +224,7 @@ def _train(root, examples, class_names, train_images, train_labels):
     run_fn(
         FnArgs(
             train_files=[io_utils.all_files_pattern(split_uri([examples], "train"))],
-            eval_files=[io_utils.all_files_pattern(split_uri([examples], "eval"))],
+            eval_files=[io_utils.all_files_pattern(split_uri([examples], "validation"))],
             transform_output=str(root / "transform_output"),
             serving_model_dir=path_utils.serving_model_path(model.uri),
             model_run_dir=model_run.uri,
@@ -249,7 +256,7 @@ def _evaluate(root, dataset, examples, schema, model):
         {"evaluation": [evaluation], "blessing": [blessing]},
         {
             "eval_config": proto_utils.proto_to_json(eval_config),
-            "example_splits": json.dumps(["eval"]),
+            "example_splits": json.dumps(["test"]),
         },
     )
     return evaluation, blessing
@@ -272,14 +279,10 @@ def _push(root, model, blessing):
 
 def _build(dataset: str, root: Path) -> ReportInputs:
     class_names = get_dataset(dataset).class_names
-    source = FIXTURES / dataset
-    train_images, train_labels = read_idx_pair(
-        source / "train-images-idx3-ubyte.gz", source / "train-labels-idx1-ubyte.gz"
-    )
-    eval_images, eval_labels = read_idx_pair(
-        source / "t10k-images-idx3-ubyte.gz", source / "t10k-labels-idx1-ubyte.gz"
-    )
-    examples = _example_gen(root, dataset)
+    splits = _fixture_splits(dataset)
+    train_images, train_labels = splits["train"]
+    test_images, test_labels = splits["test"]
+    examples = _example_gen(root, splits)
     schema = _schema(root)
     model, model_run = _train(root, examples, class_names, train_images, train_labels)
     evaluation, blessing = _evaluate(root, dataset, examples, schema, model)
@@ -290,8 +293,8 @@ def _build(dataset: str, root: Path) -> ReportInputs:
         # What the pipeline passes: every hyperparameter, defaults included.
         hparams=HParams.from_params(HPARAMS).to_params(),
         root=root,
-        eval_images=eval_images,
-        eval_labels=eval_labels.astype(np.int64),
+        test_images=test_images,
+        test_labels=test_labels.astype(np.int64),
         artifacts={
             "examples": examples,
             "model": model,
@@ -305,10 +308,10 @@ def _build(dataset: str, root: Path) -> ReportInputs:
 
 
 def exported_model_outputs(run: ReportRun) -> dict[str, np.ndarray]:
-    """The exported model called by the test itself, on the fixture's eval images as
+    """The exported model called by the test itself, on the fixture's test images as
     raw pixels (``predict_pixels_uint8``; the report uses ``serving_default``)."""
     loaded = tf.saved_model.load(run.inputs.serving_model_dir)
-    outputs = loaded.signatures["predict_pixels_uint8"](images=tf.constant(run.inputs.eval_images))
+    outputs = loaded.signatures["predict_pixels_uint8"](images=tf.constant(run.inputs.test_images))
     return {key: value.numpy() for key, value in outputs.items()}
 
 

@@ -45,6 +45,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from components.data_validator import profile as data_profile
+from components.example_gen.executor import LINEAGE_FILE
 from trainer.transform import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY, NUM_PIXELS
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -67,6 +68,10 @@ SCORES_KEY = "scores"
 ASSETS_EXTRA = "assets.extra"
 VERIFICATION_FILE = "expected_predictions.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
+# assets.extra/lineage/sources.json: the data the model learned from (write_training_sources).
+LINEAGE_DIR = "lineage"
+SOURCES_FILE = "sources.json"
+SOURCES_FORMAT_VERSION = 1
 VERIFICATION_EXAMPLES = 16
 
 # Byte string of each value 0..255, to turn pixels back into the raw image bytes
@@ -394,3 +399,65 @@ def mark_classify_signature(saved_model_dir: str) -> None:
         fingerprint = pywrap_saved_model.fingerprinting.CreateFingerprintDef(saved_model_dir)
         with tf.io.gfile.GFile(fingerprint_path, "wb") as f:
             f.write(fingerprint)
+
+
+def examples_artifact_dirs(file_patterns: Sequence[str]) -> list[str]:
+    """The Examples artifact directories behind the Trainer's file patterns
+    (``<artifact>/Split-<name>/*``: the parent of the ``Split-`` directory), in order,
+    each once."""
+    found: list[str] = []
+    for pattern in file_patterns:
+        parts = pattern.replace("\\", "/").split("/")
+        split_at = [i for i, part in enumerate(parts) if part.startswith("Split-")]
+        if not split_at:
+            raise ValueError(
+                f"Trainer file pattern {pattern!r}: expected <examples artifact>/Split-<name>/..."
+            )
+        directory = "/".join(parts[: split_at[-1]])
+        if directory not in found:
+            found.append(directory)
+    return found
+
+
+def training_sources(file_patterns: Sequence[str]) -> list[dict]:
+    """Per Examples artifact the Trainer read: the dataset, span, the source IDX
+    files' sha256 and the manifest's sha256, as ExampleGen recorded them when it
+    imported the span (``components/example_gen/executor.py``)."""
+    sources = []
+    for directory in examples_artifact_dirs(file_patterns):
+        path = os.path.join(directory, LINEAGE_FILE)
+        entry: dict = {"examples_uri": directory}
+        if not tf.io.gfile.exists(path):
+            entry["recorded"] = False  # imported before lineage was recorded
+            sources.append(entry)
+            continue
+        with tf.io.gfile.GFile(path, "r") as f:
+            record = json.load(f)
+        manifest = record.get("manifest", {})
+        entry.update(
+            recorded=True,
+            dataset=manifest.get("dataset"),
+            span=record.get("span"),
+            source_sha256=dict(manifest.get("source_sha256", {})),
+            manifest_sha256=record.get("manifest_sha256"),
+            counts=dict(manifest.get("counts", {})),
+        )
+        if manifest.get("train_slice") is not None:
+            entry["train_slice"] = manifest["train_slice"]
+        sources.append(entry)
+    return sorted(sources, key=lambda e: (e.get("span") is None, e.get("span") or 0))
+
+
+def write_training_sources(saved_model_dir: str, file_patterns: Sequence[str]) -> str:
+    """``assets.extra/lineage/sources.json``: ``training_sources`` of the Trainer's
+    files, carried inside the model, so the Pusher can record at push time which
+    files the pushed version learned from, whatever happens to the spans later."""
+    path = os.path.join(saved_model_dir, ASSETS_EXTRA, LINEAGE_DIR, SOURCES_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    content = {
+        "format_version": SOURCES_FORMAT_VERSION,
+        "sources": training_sources(file_patterns),
+    }
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    return path

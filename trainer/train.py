@@ -30,7 +30,8 @@ class TrainingStats:
     """What a training run measured; written as JSON next to the TensorBoard logs."""
 
     train_examples: int = 0
-    eval_examples: int = 0
+    # The validation split (fn_args.eval_files): what the per-epoch val_* history measures.
+    validation_examples: int = 0
     steps: int = 0
     epochs: int = 0
     batch_size: int = 0
@@ -93,7 +94,7 @@ def set_seed(seed: int | None) -> None:
 def fit(
     model: ModelFnModel,
     train_ds: tf.data.Dataset,
-    eval_ds: tf.data.Dataset | None,
+    validation_ds: tf.data.Dataset | None,
     hparams: HParams,
     steps_per_epoch: int,
     log_dir: str | None = None,
@@ -111,7 +112,7 @@ def fit(
         train_ds.repeat(),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
-        validation_data=eval_ds if hparams.validate_every_epoch else None,
+        validation_data=validation_ds if hparams.validate_every_epoch else None,
         callbacks=callbacks,
         verbose=2,
     )
@@ -121,28 +122,32 @@ def fit(
 def train(
     hparams: HParams,
     train_files: Sequence[str],
-    eval_files: Sequence[str],
+    validation_files: Sequence[str],
     tft_output: tft.TFTransformOutput,
     log_dir: str | None = None,
 ) -> tuple[ModelFnModel, TrainingStats]:
-    """Train the model named by ``hparams.model`` on the Transform output of the files."""
+    """Train the model named by ``hparams.model`` on the Transform output of the files.
+
+    ``validation_files`` are the validation split (held out of the official training
+    set), measured after every epoch; the test split is never read here, so the
+    Evaluator's gate measures data the training run has not looked at."""
     set_seed(hparams.seed)
     start = time.perf_counter()
     if hparams.in_memory:
         train_x, train_y = data.load_arrays(train_files, tft_output)
-        eval_x, eval_y = data.load_arrays(eval_files, tft_output)
-        train_count, eval_count = len(train_y), len(eval_y)
+        validation_x, validation_y = data.load_arrays(validation_files, tft_output)
+        train_count, validation_count = len(train_y), len(validation_y)
         train_ds = data.dataset_from_arrays(
             train_x, train_y, hparams.batch_size, True, hparams.seed
         )
-        eval_ds = data.dataset_from_arrays(eval_x, eval_y, 1000, False, None)
+        validation_ds = data.dataset_from_arrays(validation_x, validation_y, 1000, False, None)
     else:
         train_count = _count_records(train_files)
-        eval_count = _count_records(eval_files)
+        validation_count = _count_records(validation_files)
         train_ds = data.streaming_dataset(
             train_files, tft_output, hparams.batch_size, True, hparams.seed
         )
-        eval_ds = data.streaming_dataset(eval_files, tft_output, 1000, False, None)
+        validation_ds = data.streaming_dataset(validation_files, tft_output, 1000, False, None)
     load_seconds = time.perf_counter() - start
     if train_count < hparams.batch_size:
         raise ValueError(
@@ -157,18 +162,18 @@ def train(
     params = {**hparams.to_params(), "total_steps": total_steps}
     model = build_model(get_model_fn(hparams.model), params)
     logging.info(
-        "training %s on %d examples (%d eval), %d steps of %d",
+        "training %s on %d examples (%d validation), %d steps of %d",
         hparams.model,
         train_count,
-        eval_count,
+        validation_count,
         total_steps,
         hparams.batch_size,
     )
     fit_start = time.perf_counter()
-    history, throughput = fit(model, train_ds, eval_ds, hparams, steps_per_epoch, log_dir)
+    history, throughput = fit(model, train_ds, validation_ds, hparams, steps_per_epoch, log_dir)
     stats = TrainingStats(
         train_examples=train_count,
-        eval_examples=eval_count,
+        validation_examples=validation_count,
         steps=int(model.optimizer.iterations.numpy()),
         epochs=len(history.history.get("loss", [])),
         batch_size=hparams.batch_size,

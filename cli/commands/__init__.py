@@ -1,7 +1,10 @@
 """The registry of ``mnist-tfx`` commands, in ``mnist-tfx --help`` order.
 
 Each command is a module here with ``add_arguments(parser)`` and ``run(args) -> int``
-(an exit code); its docstring is the command's ``--help`` description.
+(an exit code), and optionally ``check(args)``, raising ``UsageError`` on a flag
+value only that command can judge; its docstring is the command's ``--help``
+description. ``CommandInfo.writes`` names the directory flags (by ``dest``) the
+command creates or writes under, which must then be writable before it starts.
 """
 
 from __future__ import annotations
@@ -15,15 +18,26 @@ from types import ModuleType
 class CommandInfo:
     module: str
     help: str
+    writes: tuple[str, ...] = ()
 
 
 COMMANDS: dict[str, CommandInfo] = {
-    "fetch": CommandInfo("cli.commands.fetch", "get and verify the four IDX files of a dataset"),
-    "convert": CommandInfo("cli.commands.convert", "fetch if needed, then write TFRecords"),
-    "ingest": CommandInfo(
-        "cli.commands.ingest", "add a batch of IDX files as the next span of TFRecords"
+    "fetch": CommandInfo(
+        "cli.commands.fetch", "get and verify the four IDX files of a dataset", ("data_dir",)
     ),
-    "run": CommandInfo("cli.commands.run", "fetch, convert, run the pipeline, print the summary"),
+    "convert": CommandInfo(
+        "cli.commands.convert", "fetch if needed, then write TFRecords", ("data_dir",)
+    ),
+    "ingest": CommandInfo(
+        "cli.commands.ingest",
+        "add a batch of IDX files as the next span of TFRecords",
+        ("data_dir",),
+    ),
+    "run": CommandInfo(
+        "cli.commands.run",
+        "fetch, convert, run the pipeline, print the summary",
+        ("output_root", "data_dir", "serving_root"),
+    ),
     "summary": CommandInfo(
         "cli.commands.summary", "print what the latest run did, from ML Metadata"
     ),
@@ -34,10 +48,12 @@ COMMANDS: dict[str, CommandInfo] = {
     "reproduce": CommandInfo(
         "cli.commands.reproduce",
         "train every tutorial model on both datasets and compare with the tutorials",
+        ("output_root", "data_dir"),
     ),
     "rollback": CommandInfo(
         "cli.commands.rollback",
         "make an earlier pushed version current again (as a new, higher version)",
+        ("serving_root",),
     ),
     "serve": CommandInfo(
         "cli.commands.serve", "serve pushed models over TF Serving's REST and gRPC APIs"

@@ -1,5 +1,6 @@
-"""Convert the IDX files into sharded TFRecords of tf.Example under
-DATA_DIR/tfrecords/<dataset>/span-0/{train,eval}."""
+"""Convert the IDX files into sharded TFRecords of tf.Example as a span under
+DATA_DIR/tfrecords/<dataset>/: span 0 the first time; later, the latest span again
+when it holds the same files, else the next span. A span is never rewritten."""
 
 from __future__ import annotations
 
@@ -15,8 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.local_runner import prepare_data
+    from pipeline.local_runner import WRITTEN_BY_CONVERT, prepare_span
 
-    root = prepare_data(run_flags.partial_run_config(args))
-    print(f"{args.dataset}: TFRecords in {root}")
+    prepared = prepare_span(run_flags.partial_run_config(args), written_by=WRITTEN_BY_CONVERT)
+    if prepared.written:
+        print(
+            f"{args.dataset}: wrote span {prepared.span} in {prepared.data_root} "
+            f"({prepared.reason})"
+        )
+    else:
+        print(
+            f"{args.dataset}: nothing written; span {prepared.span} in {prepared.data_root} "
+            f"is the data ({prepared.reason})"
+        )
     return EXIT_OK

@@ -1,5 +1,5 @@
 """Convert a batch of IDX files (or a slice of the full set, for demos) into
-DATA_DIR/tfrecords/<dataset>/span-N/{train,eval}. A run reads the latest span; spans
+DATA_DIR/tfrecords/<dataset>/span-N/{train,validation,test}. A run reads the latest span; spans
 are never overwritten."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from cli.errors import EXIT_OK
+from ingest.errors import usage_error
 from pipeline import run_flags
 
 
@@ -18,9 +19,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--slice",
-        help="keep training examples START..END-1 only, e.g. 0:20000 (the eval split stays "
-        "the whole test set, so every span's model is measured on the same examples)",
+        help="keep training examples START..END-1 only, e.g. 0:20000 (validation is held out of "
+        "them; the test split stays the whole test set, so every span's model is measured on "
+        "the same examples)",
     )
+
+
+def check(args: argparse.Namespace) -> None:
+    """UsageError on a ``--span`` that exists already: spans are never overwritten."""
+    from ingest.spans import list_spans, span_dir
+
+    if args.span is None:
+        return
+    data_root = run_flags.partial_run_config(args).tfrecord_dir
+    if span_dir(data_root, args.span).exists():
+        spans = list_spans(data_root)
+        next_span = spans[-1] + 1 if spans else args.span + 1
+        raise usage_error(
+            "--span",
+            args.span,
+            f"expected a new span number; span {args.span} exists already in {data_root} "
+            f"and spans are never overwritten (next: --span {next_span})",
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from cli.errors import EXIT_OK
+from ingest.errors import usage_error
 from pipeline import run_flags
 from pipeline.reproduce import DATASETS, MODELS
 
@@ -55,23 +56,42 @@ def _source_dirs(texts: list[str]) -> dict[str, str]:
     for text in texts:
         dataset, _, directory = text.partition("=")
         if dataset not in DATASETS or not directory:
-            raise ValueError(f"--source-dir {text!r}: expected DATASET=DIR, DATASET in {DATASETS}")
+            raise usage_error(
+                "--source-dir", text, f"expected DATASET=DIR, DATASET in {', '.join(DATASETS)}"
+            )
+        if not Path(directory).is_dir():
+            raise usage_error(
+                "--source-dir", text, "expected an existing directory holding the four IDX files"
+            )
         sources[dataset] = directory
     return sources
+
+
+def check(args: argparse.Namespace) -> None:
+    """UsageError on an unknown model or dataset, or a bad ``--source-dir``, before
+    the first of the runs (hours of work) starts."""
+    from trainer.hparams import MODEL_DEFAULTS
+
+    for model in _names(args.models):
+        if model not in MODEL_DEFAULTS:
+            known = ", ".join(sorted(MODEL_DEFAULTS))
+            raise usage_error("--models", args.models, f"unknown model {model!r}; known: {known}")
+    for dataset in _names(args.datasets):
+        if dataset not in DATASETS:
+            known = ", ".join(DATASETS)
+            raise usage_error(
+                "--datasets", args.datasets, f"unknown dataset {dataset!r}; known: {known}"
+            )
+    _source_dirs(args.source_dir)
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.beam_runners import beam_pipeline_args
     from pipeline.reproduce import format_markdown, run_one, write_table
-    from trainer.hparams import MODEL_DEFAULTS, parse_override
+    from trainer.hparams import parse_override
 
+    check(args)
     models, datasets = _names(args.models), _names(args.datasets)
-    for model in models:
-        if model not in MODEL_DEFAULTS:
-            raise ValueError(f"--models: unknown model {model!r}; known: {sorted(MODEL_DEFAULTS)}")
-    for dataset in datasets:
-        if dataset not in DATASETS:
-            raise ValueError(f"--datasets: unknown dataset {dataset!r}; known: {list(DATASETS)}")
     sources = _source_dirs(args.source_dir)
     overrides = dict(parse_override(text) for text in args.param)
     rows = []

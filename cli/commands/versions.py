@@ -1,13 +1,17 @@
 """List the integer versions under the serving base path, newest first, with what
 ML Metadata knows of each: accuracy, blessing, dataset, model, hyperparameters, the
-MLMD ids from the push back to the examples, and the source files' sha256."""
+MLMD ids from the push back to the examples, and the source files' sha256 per
+training span as recorded when the version was pushed (else as ExampleGen recorded
+them; never the span's manifest as it is now), and which of the two it shows."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
-from cli.errors import EXIT_OK, require_metadata_store
+from cli.errors import EXIT_OK, EXIT_STALE, require_metadata_store
 from pipeline import run_flags
 
 
@@ -18,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--serving-root", type=Path, help="default: OUTPUT_ROOT/serving")
     parser.add_argument("--model-name", help="default: the dataset name")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--max-age-days",
+        type=float,
+        metavar="DAYS",
+        help="exit 5 when the served model (after a rollback, the restored one) was pushed "
+        "more than DAYS days ago, or when nothing is served: a staleness check for cron",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,4 +40,29 @@ def run(args: argparse.Namespace) -> int:
     require_metadata_store(config)
     rows = list_version_lineage(str(config.metadata), str(config.serving_model_dir))
     print(versions_json(rows) if args.json else format_versions(rows))
+    if args.max_age_days is not None:
+        return _check_age(str(config.serving_model_dir), args.max_age_days)
+    return EXIT_OK
+
+
+def _check_age(serving_model_dir: str, max_days: float) -> int:
+    """ML Test Score, Monitor 4: the served model must not be older than ``max_days``."""
+    from pipeline.lineage import served_model_age
+
+    age = served_model_age(serving_model_dir)
+    if age is None:
+        print(f"error: {serving_model_dir}: nothing is served", file=sys.stderr)
+        return EXIT_STALE
+    days = age.days(datetime.now(timezone.utc))
+    restored = f" (restoring version {age.origin})" if age.origin != age.served else ""
+    when = age.pushed_at.isoformat(timespec="seconds")
+    if days > max_days:
+        print(
+            f"error: the served version {age.served}{restored} holds a model pushed {when}, "
+            f"{days:.1f} days ago: older than --max-age-days {max_days:g}; run the pipeline "
+            "on current data",
+            file=sys.stderr,
+        )
+        return EXIT_STALE
+    print(f"served version {age.served}{restored}: model pushed {when}, {days:.1f} days ago")
     return EXIT_OK

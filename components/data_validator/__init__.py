@@ -1,2 +1,4 @@
-"""The ExampleValidator that stops the run: TFDV anomalies against the latest blessed
-model's schema and drift of the training data from its training data."""
+"""The ExampleValidator that stops the run: TFDV anomalies against the baseline
+model's schema and drift of the training data from its training data. The baseline
+is the model the serving base path serves (``components/served_model/``; the latest
+blessed model on Kubeflow)."""

@@ -29,6 +29,9 @@ class DataValidatorSpec(types.ComponentSpec):
         # Bound on the L-infinity distance between the label distributions.
         "max_label_drift": ExecutionParameter(type=float),
         "exclude_splits": ExecutionParameter(type=str, optional=True),
+        # pipeline/fingerprints.py: our executor's code, so that editing it changes the
+        # cache key (TFX's key covers the executor's class path, not its code).
+        "code_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics),
@@ -40,8 +43,9 @@ class DataValidatorSpec(types.ComponentSpec):
 
 
 class DataValidator(base_component.BaseComponent):
-    """Validates the run's data against the latest blessed model's schema and
-    training-data profile, and fails the run on any anomaly or drift."""
+    """Validates the run's data against the baseline model's schema and training-data
+    profile (the served model; the latest blessed one on Kubeflow), and fails the run
+    on any anomaly or drift."""
 
     SPEC_CLASS = DataValidatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
@@ -55,6 +59,7 @@ class DataValidator(base_component.BaseComponent):
         baseline_model: types.BaseChannel | None = None,
         max_drift: float = DEFAULT_MAX_DRIFT,
         max_label_drift: float = DEFAULT_MAX_LABEL_DRIFT,
+        code_fingerprint: str = "",
     ) -> None:
         super().__init__(
             spec=DataValidatorSpec(
@@ -64,6 +69,7 @@ class DataValidator(base_component.BaseComponent):
                 baseline_model=baseline_model,
                 max_drift=float(max_drift),
                 max_label_drift=float(max_label_drift),
+                code_fingerprint=code_fingerprint,
                 anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies),
             )
         )

@@ -1,5 +1,6 @@
-"""``ExampleValidator`` that stops the run: anomalies against the schema of the latest
-blessed model, and drift of the training data against that model's training data.
+"""``ExampleValidator`` that stops the run: anomalies against the schema of the baseline
+model (the served one), and drift of the training data against that model's training
+data.
 
 TFX's own ExampleValidator records anomalies of the statistics against the schema
 it is given and lets the run go on; in this pipeline that schema would be inferred
@@ -7,10 +8,10 @@ from the same statistics a step earlier, so it could never find anything. This
 component (same node id, ``ExampleValidator``, same ``ExampleAnomalies`` output)
 instead:
 
-1. validates every split's statistics with TFDV against the schema the latest
-   blessed model was trained with (the Trainer stores it in the model, see
-   ``trainer/export.py`` ``write_data_contract``), or, on the first run, against the
-   run's own inferred schema;
+1. validates every split's statistics with TFDV against the schema the baseline
+   model was trained with (the Trainer stores it in the model, see
+   ``trainer/export.py`` ``write_data_contract``), or, with no baseline (nothing
+   served yet), against the run's own inferred schema;
 2. compares the training split's data profile (``components/data_validator/profile.py``:
    per-image mean intensity, ink fraction, labels) with the profile stored in that
    model, using TFDV's drift comparators: Jensen-Shannon divergence on the image
@@ -20,9 +21,13 @@ instead:
    naming split, feature, the measured value and the bound. Transform waits for this
    node, so nothing is transformed, trained or pushed.
 
-The baseline comes from the same ``latest_blessed_model_resolver`` the Evaluator
-uses, so the check needs no ML Metadata access of its own and compiles for every
-orchestrator (Kubeflow Pipelines v2 supports that resolver).
+The baseline comes from the same resolver as the Evaluator's baseline, so the check
+needs no ML Metadata access of its own: ``served_model_resolver``
+(``components/served_model/resolver.py``), the model the serving base path serves
+now, after a rollback the restored one; on Kubeflow, whose compiler takes only TFX's
+built-in strategies, ``latest_blessed_model_resolver`` (docs/orchestrators.md). The
+messages say "the baseline model" because this executor cannot tell which of the two
+it was given.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ def describe_anomalies(
         measurements = [m for m in drift.get(feature, ()) if m.value > m.threshold]
         if measurements:
             text = "; ".join(
-                f"drifted from the blessed model's training data: {_MEASURE[m.type]} "
+                f"drifted from the baseline model's training data: {_MEASURE[m.type]} "
                 f"{m.value:.4f} > bound {m.threshold:g} ({(bounds or {}).get(feature, '')})"
                 for m in measurements
             )
@@ -172,16 +177,16 @@ class Executor(base_executor.BaseExecutor):
         contract = read_contract(baselines[0]) if baselines else None
         if contract is not None:
             schema, baseline_profile = contract
-            source = f"the latest blessed model's training schema ({baselines[0].uri})"
+            source = f"the baseline model's training schema ({baselines[0].uri})"
         else:
             schema = io_utils.SchemaReader().read(
                 io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict[SCHEMA_KEY]))
             )
             baseline_profile = None
             source = (
-                "this run's inferred schema (the blessed model carries none)"
+                "this run's inferred schema (the baseline model carries none)"
                 if baselines
-                else "this run's inferred schema (no blessed model to compare with yet)"
+                else "this run's inferred schema (no baseline model to compare with yet)"
             )
             if baselines:
                 logging.warning(
@@ -209,7 +214,7 @@ class Executor(base_executor.BaseExecutor):
                     anomalies.drift_skew_info.extend(drift.drift_skew_info)
                     figures = drift_figures(drift)
                     output.set_json_value_custom_property("drift", figures)
-                    logging.info("drift against the blessed model's training data: %s", figures)
+                    logging.info("drift against the baseline model's training data: %s", figures)
             split_dir = artifact_utils.get_split_uri([output], split)
             fileio.makedirs(split_dir)
             writer_utils.write_anomalies(os.path.join(split_dir, ANOMALIES_FILE), anomalies)

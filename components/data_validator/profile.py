@@ -13,8 +13,8 @@ image instead:
 each as an equal-width histogram over 0..1, plus the label counts. The Trainer
 stores the profile of its training data with the model it exports
 (``assets.extra/data_contract/``), and the ExampleValidator of a later run compares
-that run's training data against the profile of the latest blessed model, as TFDV
-statistics (``to_statistics``) with TFDV's own drift comparators.
+that run's training data against the profile of the baseline model (the served
+one), as TFDV statistics (``to_statistics``) with TFDV's own drift comparators.
 """
 
 from __future__ import annotations

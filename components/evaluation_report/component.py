@@ -47,6 +47,9 @@ class EvaluationReportSpec(types.ComponentSpec):
         "hparams": ExecutionParameter(type=str),
         "grid_images": ExecutionParameter(type=int, optional=True),
         "mistake_images": ExecutionParameter(type=int, optional=True),
+        # pipeline/fingerprints.py: our executor's code, so that editing it changes the
+        # cache key (TFX's key covers the executor's class path, not its code).
+        "code_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -80,6 +83,7 @@ class EvaluationReport(base_component.BaseComponent):
         hparams: Mapping[str, Any],
         grid_images: int = report.DEFAULT_GRID_IMAGES,
         mistake_images: int = report.DEFAULT_GRID_IMAGES,
+        code_fingerprint: str = "",
     ) -> None:
         spec = EvaluationReportSpec(
             examples=examples,
@@ -93,6 +97,7 @@ class EvaluationReport(base_component.BaseComponent):
             hparams=json.dumps(dict(hparams), sort_keys=True),
             grid_images=grid_images,
             mistake_images=mistake_images,
+            code_fingerprint=code_fingerprint,
             report=types.Channel(type=EvaluationReportArtifact),
         )
         super().__init__(spec=spec)

@@ -1,7 +1,8 @@
 """The executor of ``EvaluationReport``, the TFX component that writes the evaluation
 report of a pipeline run after the Pusher (``component.py``).
 
-Inputs: ExampleGen's ``examples`` (the eval split is predicted), the Trainer's
+Inputs: ExampleGen's ``examples`` (the test split is predicted: the official test
+set, the one the Evaluator gated on and the Trainer never saw), the Trainer's
 ``model`` (its serving export is run) and ``model_run`` (``training_stats.json``),
 the Evaluator's ``evaluation`` (TFMA metrics, eval config, validation result) and
 ``blessing``, and the Pusher's ``pushed_model``. Output: an ``EvaluationReport``
@@ -42,7 +43,7 @@ INPUT_KEYS = (
     BLESSING_KEY,
     PUSHED_MODEL_KEY,
 )
-EVAL_SPLIT = "eval"
+TEST_SPLIT = "test"
 
 
 def report_html_path(artifact_uri: str) -> str:
@@ -135,13 +136,15 @@ def gather_report_data(
     training = report.read_training_stats(model_run.uri) if model_run else None
     model_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     predictions = report.predict_split(
-        artifact_utils.get_split_uri([examples], EVAL_SPLIT), model_dir
+        artifact_utils.get_split_uri([examples], TEST_SPLIT), model_dir
     )
 
     counts = {}
     if training and training.get("train_examples") is not None:
         counts["train"] = int(training["train_examples"])
-    counts["eval"] = len(predictions)
+    if training and training.get("validation_examples") is not None:
+        counts["validation"] = int(training["validation_examples"])
+    counts[TEST_SPLIT] = len(predictions)
     blessed = _int_property(blessing, "blessed")
     facts = report.RunFacts(
         dataset=str(exec_properties["dataset"]),
@@ -187,7 +190,7 @@ class EvaluationReportExecutor(base_executor.BaseExecutor):
         else:
             written = report.write_report(output.uri, data, **settings)
         output.set_string_custom_property("html_file", report.HTML_FILE)
-        output.set_int_custom_property("eval_examples", written["confusion_matrix"]["total"])
+        output.set_int_custom_property("test_examples", written["confusion_matrix"]["total"])
         if data.tfma.overall is not None:
             output.set_float_custom_property("accuracy", data.tfma.overall)
         output.set_int_custom_property("tfma_agrees", int(written["agreement"]["agrees"]))

@@ -20,10 +20,20 @@ nothing downstream runs and nothing is pushed.
 The output is what ImportExampleGen writes: ``Split-<name>/data_tfrecord-*.gz``
 gzipped TFRecords of serialized tf.Examples, with the artifact's split names,
 payload format and file format set the same way.
+
+Lineage is recorded here, when the span is read, not looked up later: the span's
+conversion manifest may be gone or replaced by then, and a model must stay traceable
+to the exact files it learned from. The artifact gets the custom properties
+``dataset``, ``source_sha256`` (JSON: IDX file stem -> sha256 of its uncompressed
+bytes) and ``manifest_sha256``, and its directory a copy of the manifest
+(``data_lineage.json``), which the Trainer reads into the exported model
+(``trainer/export.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -40,13 +50,17 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from ingest.convert import IMAGE_BYTES
+from ingest.convert import IMAGE_BYTES, MANIFEST_FILE
 from ingest.datasets import IMAGE_KEY, LABEL_KEY, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
+SPAN_PROPERTY = "span"  # set by FileBasedExampleGen's driver
+
 OUTPUT_PREFIX = write_split.DEFAULT_TF_RECORD_FILE_NAME
 _GZIP = tf.io.TFRecordOptions(compression_type="GZIP")
+# In the Examples artifact's directory, beside the Split-<name> directories.
+LINEAGE_FILE = "data_lineage.json"
 _READ_BATCH = 1024
 
 
@@ -219,6 +233,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 raise
             raise cause from None
 
+        record_data_lineage(artifact, input_base, input_config, exec_properties.get(SPAN_PROPERTY))
         payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
         for output in examples:
             if payload_format:
@@ -226,3 +241,42 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             examples_utils.set_file_format(
                 output, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
             )
+
+
+def _span_directory(input_base: str, input_config: example_gen_pb2.Input) -> str | None:
+    """The one directory all split patterns resolved into (``span-<N>``), or None."""
+    heads = {split.pattern.split("/", 1)[0] for split in input_config.splits}
+    if len(heads) != 1 or any("/" not in split.pattern for split in input_config.splits):
+        return None
+    return os.path.join(input_base, heads.pop())
+
+
+def record_data_lineage(
+    artifact: Any, input_base: str, input_config: example_gen_pb2.Input, span: int | None
+) -> dict[str, Any] | None:
+    """Record where the examples came from on ``artifact``: the span's manifest,
+    copied into the artifact's directory with the span and data root, and the
+    dataset and source files' sha256 as custom properties. Returns the record, or
+    None (with a warning) when the input has no manifest to record."""
+    directory = _span_directory(input_base, input_config)
+    manifest_path = os.path.join(directory, MANIFEST_FILE) if directory else None
+    if manifest_path is None or not tf.io.gfile.exists(manifest_path):
+        logger.warning("no %s beside the input; no data lineage recorded", MANIFEST_FILE)
+        return None
+    with tf.io.gfile.GFile(manifest_path, "rb") as f:
+        raw = f.read()
+    manifest = json.loads(raw)
+    record = {
+        "span": span,
+        "span_dir": directory,
+        "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "manifest": manifest,
+    }
+    with tf.io.gfile.GFile(os.path.join(artifact.uri, LINEAGE_FILE), "w") as f:
+        f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    artifact.set_string_custom_property("dataset", str(manifest.get("dataset", "")))
+    artifact.set_string_custom_property(
+        "source_sha256", json.dumps(manifest.get("source_sha256", {}), sort_keys=True)
+    )
+    artifact.set_string_custom_property("manifest_sha256", record["manifest_sha256"])
+    return record

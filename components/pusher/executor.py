@@ -18,7 +18,13 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from serving.publish import current_version_if_same, prune_versions, publish_saved_model
+from serving.publish import (
+    current_version_if_same,
+    labelled_versions,
+    prune_versions,
+    publish_lock,
+    publish_saved_model,
+)
 from serving.verify import verify_saved_model
 
 
@@ -29,7 +35,9 @@ class AtomicPushExecutor(tfx_pusher_executor.Executor):
     (``serving/verify.py``: it loads, and its signatures answer as the Trainer
     did); ``custom_config["verify"] = False`` turns that off. ``custom_config["keep_versions"]``
     (when > 0) keeps only that many newest versions, deleting older ones after
-    the new one is in place.
+    the new one is in place, except versions that a label names in the TF Serving
+    ``models.config`` at ``custom_config["models_config"]`` (when given). The whole
+    push holds the base path's publish lock (``serving/publish.py``).
     """
 
     @staticmethod
@@ -59,18 +67,37 @@ class AtomicPushExecutor(tfx_pusher_executor.Executor):
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError("AtomicPushExecutor pushes to a filesystem destination only")
         base_directory = destination.filesystem.base_directory
-        current = current_version_if_same(model_path, base_directory)
-        if current is not None:
-            version, serving_path = current
-            logging.info("version %d already serves this model; nothing new published", version)
-            model_push.set_int_custom_property("reused_version", 1)
-        else:
-            config = self._custom_config(exec_properties) or {}
-            verify = verify_saved_model if config.get("verify", True) else None
-            version, serving_path = publish_saved_model(model_path, base_directory, verify=verify)
-            keep = int(config.get("keep_versions", 0))
-            if keep:
-                prune_versions(base_directory, keep)
+        config = self._custom_config(exec_properties) or {}
+        models_config = config.get("models_config") or None
+        if models_config is not None:
+            # A models.config that does not parse fails the push before anything is written.
+            labelled_versions(models_config, base_directory)
+        # One lock over the whole push: no other push, prune or rollback can slip in
+        # between "is this model already served?" and publishing or pruning.
+        with publish_lock(base_directory):
+            current = current_version_if_same(model_path, base_directory)
+            if current is not None:
+                version, serving_path = current
+                logging.info("version %d already serves this model; nothing new published", version)
+                model_push.set_int_custom_property("reused_version", 1)
+            else:
+                verify = verify_saved_model if config.get("verify", True) else None
+                version, serving_path = publish_saved_model(
+                    model_path, base_directory, verify=verify
+                )
+                keep = int(config.get("keep_versions", 0))
+                if keep:
+                    prune_versions(base_directory, keep, models_config=models_config)
         # Archive copy under the artifact's own URI, as the stock Pusher does.
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
+
+        # Lineage recorded at push time (read by pipeline/lineage.py, mnist-tfx versions):
+        # the spans and source sha256 the Trainer wrote into the model (trainer/export.py).
+        from tfx.dsl.io import fileio
+
+        sources = f"{model_path}/assets.extra/lineage/sources.json"
+        if fileio.exists(sources):
+            model_push.set_string_custom_property(
+                "training_sources", io_utils.read_string_file(sources)
+            )

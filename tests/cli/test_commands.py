@@ -58,7 +58,7 @@ def test_build_parser_lists_the_commands_in_registry_order(capsys):
 def test_run_command_and_airflow_parser_share_the_run_flags():
     run_parser = _subparsers(build_parser()).choices["run"]
     shared = _options(run_flags.build_run_parser())
-    assert _options(run_parser) == [*shared, "--summary-json"]
+    assert _options(run_parser) == [*shared, "--summary-json", "-v", "--verbose"]
     argv = ["--dataset", "fashion_mnist", "--epochs", "2", "--spans", "2", "--max-drift", "0.3"]
     from_cli = vars(build_parser().parse_args(["run", *argv]))
     from_flags = vars(run_flags.build_run_parser().parse_args(argv))

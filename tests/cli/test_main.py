@@ -61,7 +61,10 @@ def test_unknown_dataset_is_rejected(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["run", "--dataset", "cifar10"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "error: --dataset cifar10: expected one of mnist, fashion_mnist "
+        "(see mnist-tfx run --help)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,8 +73,9 @@ def test_unknown_dataset_is_rejected(capsys):
         (["--param", "optimizer=adagrad"], "hparams.optimizer"),
         (["--param", "nonsense=1"], "unknown hyperparameter 'nonsense'"),
         (["--param", "epochs=three"], "epochs expects int"),
-        (["--batch-size", "0"], "hparams.batch_size"),
-        (["--keep-versions", "0"], "--keep-versions: expected >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size 0: expected an integer >= 1"),
+        (["--param", "batch_size=0"], "hparams.batch_size"),
+        (["--keep-versions", "0"], "--keep-versions 0: expected an integer >= 1"),
     ],
 )
 def test_bad_hyperparameters_fail_before_anything_runs(tmp_path, capsys, args, message):
@@ -88,7 +92,7 @@ def test_run_takes_the_local_runner_and_names_the_others(capsys):
     assert build_parser().parse_args(["run", "--dataset", "mnist", "--runner", "local"]).runner
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--dataset", "mnist", "--runner", "airflow"])
-    assert "invalid choice: 'airflow' (choose from 'local')" in capsys.readouterr().err
+    assert "error: --runner airflow: expected one of local" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--help"])
     run_help = capsys.readouterr().out

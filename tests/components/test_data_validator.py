@@ -1,6 +1,6 @@
 """The ExampleValidator stops the run: data profiles, TFDV drift between them, and the
 real pipeline refusing Fashion-MNIST images fed into the MNIST pipeline and data
-with a feature the blessed model's schema does not know."""
+with a feature the served (baseline) model's schema does not know."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_fashion_images_drift_from_mnist_and_mnist_does_not(mnist_train, mnist_e
     assert figures["label"] < 0.1  # both datasets have balanced labels
     lines = describe_anomalies("train", drift, _BOUND_FLAGS)
     assert lines[1].startswith(
-        "split 'train': feature 'image_mean_intensity': drifted from the blessed model's "
+        "split 'train': feature 'image_mean_intensity': drifted from the baseline model's "
         "training data: Jensen-Shannon divergence 0."
     )
     assert lines[1].endswith("> bound 0.1 (--max-drift)")
@@ -168,7 +168,7 @@ def test_fashion_images_into_the_mnist_pipeline_are_stopped(blessed_mnist):
         f"error: {root / 'fashion_data' / 'tfrecords' / 'mnist'}: the ExampleValidator stopped "
         "the run; nothing was transformed, trained or pushed." in proc.stderr
     )
-    assert "feature 'image_mean_intensity': drifted from the blessed model's" in proc.stderr
+    assert "feature 'image_mean_intensity': drifted from the baseline model's" in proc.stderr
     assert "> bound 0.1 (--max-drift)" in proc.stderr
     # Nothing after the validator ran, and the serving directory is unchanged.
     after = _executions(metadata)
@@ -192,5 +192,5 @@ def test_a_feature_the_blessed_schema_does_not_know_is_stopped(blessed_mnist, tm
     )
     assert proc.returncode == 2, fail_text(proc)
     assert "split 'train': feature 'scanner': New column" in proc.stderr
-    assert "the latest blessed model's training schema" in proc.stderr
+    assert "the baseline model's training schema" in proc.stderr
     assert listing(_serving(root)) == before

@@ -45,7 +45,7 @@ def test_report_files_are_written_into_the_artifact(run):
         width, height = png_size((run.directory / name).read_bytes())
         assert width > 300 and height > 200, (name, width, height)
     assert run.artifact.get_string_custom_property("html_file") == "index.html"
-    assert run.artifact.get_int_custom_property("eval_examples") == 200
+    assert run.artifact.get_int_custom_property("test_examples") == 200
     assert run.artifact.get_int_custom_property("tfma_agrees") == 1
     assert run.artifact.get_float_custom_property("accuracy") == pytest.approx(
         run.report["tfma"]["overall_accuracy"]
@@ -60,7 +60,7 @@ def test_report_json_holds_the_runs_facts(run):
     assert facts["model"] == "cnn_model_fn"
     assert facts["hparams"] == inputs.hparams
     assert facts["hparams"]["epochs"] == 3 and facts["hparams"]["batch_size"] == 50
-    assert facts["example_counts"] == {"train": 300, "eval": 200}
+    assert facts["example_counts"] == {"train": 275, "validation": 25, "test": 200}
     assert facts["blessed"] is inputs.blessed
     assert facts["mlmd"] == {
         "pipeline": PIPELINE_NAME,
@@ -75,6 +75,8 @@ def test_report_json_holds_the_runs_facts(run):
     )
     assert run.report["training"] == stats
     assert len(stats["history"]["val_loss"]) == 3
+    # The Trainer validated on the validation split (eval_args), not on test.
+    assert (stats["train_examples"], stats["validation_examples"]) == (275, 25)
 
 
 def test_report_json_holds_the_push(run):

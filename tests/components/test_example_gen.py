@@ -12,7 +12,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
 from components.example_gen.executor import ExampleFormatError, Executor, check_example
-from ingest.convert import image_to_example, parse_example_bytes, write_split
+from ingest.convert import hold_out_validation, image_to_example, parse_example_bytes, write_split
 
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -23,7 +23,8 @@ def _run(input_base: Path, output: Path) -> standard_artifacts.Examples:
     config = example_gen_pb2.Input(
         splits=[
             example_gen_pb2.Input.Split(name="train", pattern="train/*"),
-            example_gen_pb2.Input.Split(name="eval", pattern="eval/*"),
+            example_gen_pb2.Input.Split(name="validation", pattern="validation/*"),
+            example_gen_pb2.Input.Split(name="test", pattern="test/*"),
         ]
     )
     properties = {
@@ -43,9 +44,18 @@ def _records(pattern: str) -> list[bytes]:
     return list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
 
 
+def _splits(mnist_train, mnist_eval) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The three splits as ingest writes them: train and validation cut from the
+    training images, test the official test images (conftest's ``mnist_eval``)."""
+    train, validation, _ = hold_out_validation(*mnist_train)
+    return {"train": train, "validation": validation, "test": mnist_eval}
+
+
 def _good_input(root: Path, mnist_train, mnist_eval) -> Path:
-    write_split(*mnist_train, root / "train", num_shards=3)
-    write_split(*mnist_eval, root / "eval", num_shards=1)
+    splits = _splits(mnist_train, mnist_eval)
+    write_split(*splits["train"], root / "train", num_shards=3)
+    write_split(*splits["validation"], root / "validation", num_shards=1)
+    write_split(*splits["test"], root / "test", num_shards=1)
     return root
 
 
@@ -53,12 +63,22 @@ def test_copies_every_record_in_order_as_gzip(tmp_path, mnist_train, mnist_eval)
     source = _good_input(tmp_path / "in", mnist_train, mnist_eval)
     examples = _run(source, tmp_path / "out")
 
-    assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
+    assert artifact_utils.decode_split_names(examples.split_names) == [
+        "train",
+        "validation",
+        "test",
+    ]
     assert examples.get_string_custom_property("file_format") == "tfrecords_gzip"
     assert examples.get_string_custom_property("payload_format") == "FORMAT_TF_EXAMPLE"
     train_files = sorted(p.name for p in (tmp_path / "out" / "Split-train").iterdir())
     assert train_files == [f"data_tfrecord-0000{i}-of-00003.gz" for i in range(3)]
-    for split, (images, labels) in (("train", mnist_train), ("eval", mnist_eval)):
+    expected = _splits(mnist_train, mnist_eval)
+    assert {split: len(labels) for split, (_, labels) in expected.items()} == {
+        "train": 275,
+        "validation": 25,
+        "test": 200,
+    }
+    for split, (images, labels) in expected.items():
         copied = [
             parse_example_bytes(record)
             for record in _records(str(tmp_path / "out" / f"Split-{split}" / "*"))
@@ -128,7 +148,7 @@ def test_bad_record_fails_naming_file_record_and_feature(tmp_path, mnist_train, 
 
 def test_truncated_file_is_reported_as_corrupt(tmp_path, mnist_train, mnist_eval):
     source = _good_input(tmp_path / "in", mnist_train, mnist_eval)
-    bad_file = source / "eval" / "data-00000-of-00001.tfrecord"
+    bad_file = source / "test" / "data-00000-of-00001.tfrecord"
     bad_file.write_bytes(bad_file.read_bytes()[:-100])
     with pytest.raises(ExampleFormatError, match="corrupt or truncated TFRecord") as raised:
         _run(source, tmp_path / "out")
@@ -140,8 +160,9 @@ def test_truncated_file_is_reported_as_corrupt(tmp_path, mnist_train, mnist_eval
 
 def test_split_without_files_names_the_pattern(tmp_path, mnist_train):
     write_split(*mnist_train, tmp_path / "in" / "train", num_shards=1)
-    (tmp_path / "in" / "eval").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"split 'eval': no input files match .*eval/\*"):
+    write_split(*mnist_train, tmp_path / "in" / "validation", num_shards=1)
+    (tmp_path / "in" / "test").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"split 'test': no input files match .*test/\*"):
         _run(tmp_path / "in", tmp_path / "out")
 
 

@@ -33,7 +33,17 @@ def _blessing(root: Path, blessed: bool) -> standard_artifacts.ModelBlessing:
     return blessing
 
 
-def _push(tmp_path: Path, name: str, payload: bytes, blessed: bool, keep: int = 0):
+def _push(
+    tmp_path: Path,
+    name: str,
+    payload: bytes,
+    blessed: bool,
+    keep: int = 0,
+    models_config: Path | None = None,
+):
+    custom_config = {"keep_versions": keep, "verify": False}
+    if models_config is not None:
+        custom_config["models_config"] = str(models_config)
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / "pushed" / name)
     base = tmp_path / "serving" / "mnist"
@@ -47,7 +57,7 @@ def _push(tmp_path: Path, name: str, payload: bytes, blessed: bool, keep: int = 
             "push_destination": json.dumps({"filesystem": {"base_directory": str(base)}}),
             # The payloads are not loadable SavedModels: verification is tested with a
             # real model in test_verify.py.
-            "custom_config": json.dumps({"keep_versions": keep, "verify": False}),
+            "custom_config": json.dumps(custom_config),
         },
     )
     return pushed, base
@@ -90,3 +100,39 @@ def test_only_the_newest_versions_are_kept(tmp_path, keep):
     assert versions[-1] == int(pushed.get_string_custom_property("pushed_version"))
     newest = base / str(versions[-1]) / "variables" / "variables.data-00000-of-00001"
     assert newest.read_bytes() == b"weights-2"
+
+
+def _payload(base: Path, version: int) -> bytes:
+    return (base / str(version) / "variables" / "variables.data-00000-of-00001").read_bytes()
+
+
+def test_versions_labelled_in_models_config_are_not_pruned(tmp_path):
+    """keep_versions=1 with custom_config["models_config"] labelling the first version:
+    the first (labelled) and the newest (served) survive, the middle one goes. Labels
+    of another model in the same file do not count."""
+    config = tmp_path / "models.config"
+    pushed, base = _push(tmp_path, "m0", b"weights-0", True)
+    first = int(pushed.get_string_custom_property("pushed_version"))
+    config.write_text(
+        "model_config_list {\n"
+        f'  config {{ name: "mnist" base_path: "/models/mnist" '
+        f'version_labels {{ key: "stable" value: {first} }} }}\n'
+        '  config { name: "fashion_mnist" base_path: "/models/fashion_mnist" '
+        f'version_labels {{ key: "stable" value: {first + 1} }} }}\n'
+        "}\n"
+    )
+    for index in (1, 2):
+        pushed, _ = _push(tmp_path, f"m{index}", f"weights-{index}".encode(), True, 1, config)
+    newest = int(pushed.get_string_custom_property("pushed_version"))
+    assert list_versions(base) == [first, newest]
+    assert (_payload(base, first), _payload(base, newest)) == (b"weights-0", b"weights-2")
+    assert [p.name for p in base.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_models_config_fails_the_push_before_anything_is_written(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "mnist" } }')
+    with pytest.raises(ValueError, match=f"--models-config {config}: model mnist has no base_path"):
+        _push(tmp_path, "a", b"weights-a", True, 1, config)
+    base = tmp_path / "serving" / "mnist"
+    assert not base.exists() or list(base.iterdir()) == []

@@ -1,6 +1,7 @@
 """Tests of IDX -> TFRecord conversion on the real-data fixture, read back with TF."""
 
 import gzip
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,12 +12,15 @@ import tensorflow as tf
 
 from ingest.convert import (
     MANIFEST_FILE,
+    VALIDATION_SEED,
     ConversionResult,
     convert_dataset,
     example_feature_spec,
     image_to_example,
+    indices_sha256,
     load_conversion,
     parse_example_bytes,
+    validation_split,
     write_split,
 )
 from ingest.datasets import IMAGE_KEY, LABEL_KEY, get_dataset
@@ -103,7 +107,7 @@ def test_image_to_example_rejects_bad_input() -> None:
 
 
 def test_non_contiguous_image_is_encoded_row_major() -> None:
-    images, _ = fixture_split("mnist", "eval")
+    images, _ = fixture_split("mnist", "test")
     transposed = images[0].T  # a Fortran-ordered view
     image, _ = parse_example_bytes(image_to_example(transposed, 3).SerializeToString())
     np.testing.assert_array_equal(image, transposed)
@@ -121,48 +125,94 @@ def test_parse_rejects_wrong_image_size() -> None:
 def test_conversion_counts_shards_and_layout(mnist_conversion: ConversionResult) -> None:
     output = mnist_conversion.output_dir
     assert mnist_conversion.dataset == "mnist" and not mnist_conversion.reused
-    assert mnist_conversion.counts == {"train": 300, "eval": 200}
+    assert mnist_conversion.counts == {"train": 275, "validation": 25, "test": 200}
     assert [p.name for p in mnist_conversion.shards["train"]] == [
         f"data-0000{index}-of-00004.tfrecord" for index in range(4)
     ]
-    assert [p.name for p in mnist_conversion.shards["eval"]] == ["data-00000-of-00001.tfrecord"]
+    for split in ("validation", "test"):
+        assert [p.name for p in mnist_conversion.shards[split]] == ["data-00000-of-00001.tfrecord"]
     assert sorted(
         p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file()
     ) == sorted(
         [MANIFEST_FILE]
         + [f"train/data-0000{index}-of-00004.tfrecord" for index in range(4)]
-        + ["eval/data-00000-of-00001.tfrecord"]
+        + ["validation/data-00000-of-00001.tfrecord", "test/data-00000-of-00001.tfrecord"]
     )
     # No staging directory left beside the output.
     assert [p.name for p in output.parent.iterdir()] == ["mnist"]
     per_shard = [
         sum(1 for _ in tf.data.TFRecordDataset(str(p))) for p in mnist_conversion.shards["train"]
     ]
-    assert per_shard == [75, 75, 75, 75]
+    assert per_shard == [68, 69, 69, 69]
 
 
-@pytest.mark.parametrize("split", ["train", "eval"])
-def test_pixels_and_labels_survive_the_round_trip(
-    mnist_conversion: ConversionResult, split: str
-) -> None:
-    expected_images, expected_labels = fixture_split("mnist", split)
+def test_test_split_is_the_official_test_file(mnist_conversion: ConversionResult) -> None:
+    expected_images, expected_labels = fixture_split("mnist", "test")
     for read_back in (read_back_with_parser, read_back_with_tf):
-        images, labels = read_back(mnist_conversion.shards[split])
+        images, labels = read_back(mnist_conversion.shards["test"])
         np.testing.assert_array_equal(images, expected_images)
         np.testing.assert_array_equal(labels, expected_labels)
+
+
+def test_train_and_validation_partition_the_official_training_file(
+    mnist_conversion: ConversionResult,
+) -> None:
+    """Validation is exactly the recorded indices, train is every other example, both
+    in file order: together they are the official training file, nothing lost or doubled."""
+    expected_images, expected_labels = fixture_split("mnist", "train")
+    held_out = np.array(mnist_conversion.validation["indices"])
+    kept = np.setdiff1d(np.arange(len(expected_labels)), held_out)
+    assert len(held_out) == 25 and len(kept) == 275
+    for read_back in (read_back_with_parser, read_back_with_tf):
+        images, labels = read_back(mnist_conversion.shards["validation"])
+        np.testing.assert_array_equal(images, expected_images[held_out])
+        np.testing.assert_array_equal(labels, expected_labels[held_out])
+        images, labels = read_back(mnist_conversion.shards["train"])
+        np.testing.assert_array_equal(images, expected_images[kept])
+        np.testing.assert_array_equal(labels, expected_labels[kept])
+    # Per class: the fixture has 30 of each; 25 = 5 x 3 + 5 x 2, the extra ones to
+    # the lower labels (equal remainders).
+    _, validation_labels = read_back_with_parser(mnist_conversion.shards["validation"])
+    assert np.bincount(validation_labels, minlength=10).tolist() == [3] * 5 + [2] * 5
 
 
 def test_manifest_content(mnist_conversion: ConversionResult) -> None:
     manifest = json.loads((mnist_conversion.output_dir / MANIFEST_FILE).read_text())
     assert manifest["dataset"] == "mnist"
-    assert manifest["counts"] == {"train": 300, "eval": 200}
+    assert manifest["format_version"] == 2
+    assert manifest["counts"] == {"train": 275, "validation": 25, "test": 200}
     assert manifest["source_sha256"] == read_manifest(FIXTURES / "mnist" / MANIFEST_NAME)
     assert manifest["shards"] == {
         "train": [f"train/data-0000{index}-of-00004.tfrecord" for index in range(4)],
-        "eval": ["eval/data-00000-of-00001.tfrecord"],
+        "validation": ["validation/data-00000-of-00001.tfrecord"],
+        "test": ["test/data-00000-of-00001.tfrecord"],
     }
     assert manifest["class_names"] == [str(digit) for digit in range(10)]
-    assert load_conversion(mnist_conversion.output_dir).shards == mnist_conversion.shards
+    loaded = load_conversion(mnist_conversion.output_dir)
+    assert loaded.shards == mnist_conversion.shards
+    assert loaded.validation == manifest["validation"]
+
+
+def test_manifest_records_the_validation_split(mnist_conversion: ConversionResult) -> None:
+    """The record names the seed, the per-class counts and the held-out indices of the
+    official training file, and recomputing the split from the labels gives them back."""
+    record = json.loads((mnist_conversion.output_dir / MANIFEST_FILE).read_text())["validation"]
+    _, train_labels = fixture_split("mnist", "train")
+    expected = validation_split(train_labels, VALIDATION_SEED)
+    assert record["seed"] == VALIDATION_SEED
+    assert record["fraction"] == "1/12" and record["count"] == 25
+    assert record["per_class_counts"] == [3] * 5 + [2] * 5
+    assert record["indices"] == expected.indices.tolist()
+    assert record["indices"] == sorted(set(record["indices"]))
+    assert (
+        np.bincount(train_labels[record["indices"]], minlength=10).tolist()
+        == (record["per_class_counts"])
+    )
+    assert record["indices_sha256"] == indices_sha256(np.array(record["indices"]))
+    assert (
+        record["indices_sha256"]
+        == hashlib.sha256(",".join(map(str, record["indices"])).encode()).hexdigest()
+    )
 
 
 def test_output_directory_mode_follows_umask_like_any_new_directory(tmp_path: Path) -> None:
@@ -191,20 +241,49 @@ def test_changed_shard_count_reconverts_and_drops_old_shards(tmp_path: Path) -> 
     output = tmp_path / "fashion"
     convert_dataset(FIXTURES / "fashion_mnist", output, "fashion_mnist", train_shards=4)
     result = convert_dataset(
-        FIXTURES / "fashion_mnist", output, "fashion_mnist", train_shards=3, eval_shards=2
+        FIXTURES / "fashion_mnist", output, "fashion_mnist", train_shards=3, test_shards=2
     )
     assert not result.reused
     assert sorted(p.name for p in (output / "train").iterdir()) == [
         f"data-0000{i}-of-00003.tfrecord" for i in range(3)
     ]
-    assert sorted(p.name for p in (output / "eval").iterdir()) == [
+    assert sorted(p.name for p in (output / "test").iterdir()) == [
         f"data-0000{i}-of-00002.tfrecord" for i in range(2)
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["fashion"]
 
 
+def test_a_two_split_conversion_is_replaced_without_its_eval_directory(tmp_path: Path) -> None:
+    """A format-1 conversion (train and eval, no validation) is converted again, and
+    its eval directory does not outlive it."""
+    output = tmp_path / "mnist"
+    convert_dataset(FIXTURES / "mnist", output, "mnist", train_shards=1)
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    (output / "test").rename(output / "eval")
+    shutil.rmtree(output / "validation")
+    manifest.update(
+        format_version=1,
+        counts={"train": 300, "eval": 200},
+        shards={
+            "train": manifest["shards"]["train"],
+            "eval": ["eval/data-00000-of-00001.tfrecord"],
+        },
+    )
+    del manifest["validation"]
+    (output / MANIFEST_FILE).write_text(json.dumps(manifest))
+    result = convert_dataset(FIXTURES / "mnist", output, "mnist", train_shards=1)
+    assert not result.reused
+    assert result.counts == {"train": 275, "validation": 25, "test": 200}
+    assert sorted(p.name for p in output.iterdir()) == [
+        MANIFEST_FILE,
+        "test",
+        "train",
+        "validation",
+    ]
+
+
 def copy_with_bad_label(tmp_path: Path) -> Path:
-    """Fixture copy whose eval labels hold a 10, with a manifest that vouches for it.
+    """Fixture copy whose test labels hold a 10, with a manifest that vouches for it.
 
     Verification passes (the manifest matches), so the reader is what must stop it.
     """
@@ -249,7 +328,7 @@ def test_verification_error_writes_nothing_and_keeps_previous_output(tmp_path: P
 
 
 def test_write_split_refuses_existing_shards_and_bad_shard_counts(tmp_path: Path) -> None:
-    images, labels = fixture_split("mnist", "eval")
+    images, labels = fixture_split("mnist", "test")
     write_split(images[:10], labels[:10], tmp_path / "split", 2)
     with pytest.raises(FileExistsError, match=r"already holds \.tfrecord files"):
         write_split(images[:10], labels[:10], tmp_path / "split", 2)
@@ -263,6 +342,8 @@ def test_convert_rejects_bad_shard_counts_before_writing(tmp_path: Path) -> None
     output = tmp_path / "mnist"
     with pytest.raises(ValueError, match=r"train_shards: expected at least 1 shard, found 0"):
         convert_dataset(FIXTURES / "mnist", output, "mnist", train_shards=0)
-    with pytest.raises(ValueError, match=r"eval split: expected at most 200 shards for 200"):
-        convert_dataset(FIXTURES / "mnist", output, "mnist", eval_shards=201)
+    with pytest.raises(ValueError, match=r"test split: expected at most 200 shards for 200"):
+        convert_dataset(FIXTURES / "mnist", output, "mnist", test_shards=201)
+    with pytest.raises(ValueError, match=r"validation split: expected at most 25 shards for 25"):
+        convert_dataset(FIXTURES / "mnist", output, "mnist", validation_shards=26)
     assert list(tmp_path.iterdir()) == []

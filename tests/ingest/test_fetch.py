@@ -398,7 +398,7 @@ def assert_matches_published_facts(directory: Path, info: DatasetInfo) -> None:
     for file in info.files:
         digest = digest_of_idx(files[file.stem])
         assert (digest.size, digest.sha256) == (file.size, file.sha256), file.stem
-    for split in ("train", "eval"):
+    for split in ("train", "test"):
         images, labels = read_idx_pair(
             files[info.file_for(split, "images").stem], files[info.file_for(split, "labels").stem]
         )

@@ -17,21 +17,25 @@ from tests.pipeline_fixture import FIXTURES, fail_text, listing, run_cli
 # ---------------------------------------------------------------- ingest
 
 
-def test_ingest_numbers_spans_and_keeps_the_eval_split_whole(tmp_path):
+def test_ingest_numbers_spans_and_keeps_the_test_split_whole(tmp_path):
     root = tmp_path / "tfrecords"
     assert list_spans(root) == []
     span, first = ingest_span(FIXTURES / "mnist", root, "mnist", train_slice=(0, 100))
     assert span == 0 and first.output_dir == span_dir(root, 0) == root / "span-0"
-    assert first.counts == {"train": 100, "eval": 200}
+    # 100 / 12 = 8.3: 8 held out of the slice for validation.
+    assert first.counts == {"train": 92, "validation": 8, "test": 200}
     span, second = ingest_span(FIXTURES / "mnist", root, "mnist", train_slice=(100, 300))
-    assert span == 1 and second.counts == {"train": 200, "eval": 200}
+    assert span == 1 and second.counts == {"train": 183, "validation": 17, "test": 200}
     manifest = json.loads((root / "span-1" / MANIFEST_FILE).read_text())
     assert manifest["span"] == 1 and manifest["train_slice"] == [100, 300]
+    # Validation is held out of the slice; its indices name the official training file.
+    indices = manifest["validation"]["indices"]
+    assert len(indices) == 17 and min(indices) >= 100 and max(indices) < 300
     # An explicit number may skip ahead; the next default follows the latest.
     assert ingest_span(FIXTURES / "mnist", root, "mnist", span=5)[0] == 5
     assert ingest_span(FIXTURES / "mnist", root, "mnist")[0] == 6
     assert list_spans(root) == [0, 1, 5, 6]
-    assert load_conversion(root / "span-6").counts == {"train": 300, "eval": 200}
+    assert load_conversion(root / "span-6").counts == {"train": 275, "validation": 25, "test": 200}
 
 
 def test_spans_are_never_overwritten(tmp_path):
@@ -41,7 +45,7 @@ def test_spans_are_never_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match=r"span-0: span 0 exists already; .* \(--span 1\)"):
         ingest_span(FIXTURES / "mnist", root, "mnist", span=0)
     assert sorted(p.name for p in (root / "span-0" / "train").iterdir()) == before
-    assert load_conversion(root / "span-0").counts["train"] == 50
+    assert load_conversion(root / "span-0").counts["train"] == 46  # 50 minus 4 for validation
 
 
 def test_a_half_written_span_is_not_a_span(tmp_path):
@@ -59,7 +63,7 @@ def test_a_run_never_replaces_an_ingested_span(tmp_path):
     ingest_span(FIXTURES / "mnist", config.tfrecord_dir, "mnist", train_slice=(0, 100))
     assert prepare_data(config) == config.tfrecord_dir
     assert list_spans(config.tfrecord_dir) == [0]
-    assert load_conversion(span_dir(config.tfrecord_dir, 0)).counts["train"] == 100
+    assert load_conversion(span_dir(config.tfrecord_dir, 0)).counts["train"] == 92
 
 
 def test_a_run_without_spans_converts_into_span_0(tmp_path):
@@ -69,7 +73,11 @@ def test_a_run_without_spans_converts_into_span_0(tmp_path):
     config = RunConfig(dataset="mnist", data_dir=tmp_path, source=str(FIXTURES / "mnist"))
     prepare_data(config)
     assert list_spans(config.tfrecord_dir) == [0]
-    assert load_conversion(span_dir(config.tfrecord_dir, 0)).counts == {"train": 300, "eval": 200}
+    assert load_conversion(span_dir(config.tfrecord_dir, 0)).counts == {
+        "train": 275,
+        "validation": 25,
+        "test": 200,
+    }
 
 
 @pytest.mark.parametrize("text", ["5:2", "3", "a:b", ":4", "4:4"])
@@ -82,6 +90,23 @@ def test_a_slice_beyond_the_data_names_the_size(tmp_path):
     with pytest.raises(ValueError, match=r"--slice 0:999: the training set in .* has 300"):
         ingest_span(FIXTURES / "mnist", tmp_path, "mnist", train_slice=(0, 999))
     assert list_spans(tmp_path) == []
+
+
+def test_a_slice_too_small_for_a_validation_split_is_refused(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"--slice 10:15: 5 training examples leave no validation examples"
+    ):
+        ingest_span(FIXTURES / "mnist", tmp_path, "mnist", train_slice=(10, 15))
+    assert list_spans(tmp_path) == []
+
+
+def test_the_same_slice_holds_out_the_same_validation_examples(tmp_path):
+    """Deterministic: ingesting the same slice twice records the same indices."""
+    ingest_span(FIXTURES / "mnist", tmp_path, "mnist", train_slice=(0, 120))
+    ingest_span(FIXTURES / "mnist", tmp_path, "mnist", train_slice=(0, 120))
+    first, second = (load_conversion(span_dir(tmp_path, span)).validation for span in (0, 1))
+    assert first["indices"] == second["indices"] and len(first["indices"]) == 10
+    assert first["indices_sha256"] == second["indices_sha256"]
 
 
 # ---------------------------------------------------------------- runs over spans
@@ -156,7 +181,7 @@ def test_runs_follow_the_latest_span_and_push_nothing_without_new_data(tmp_path)
     _ingest(tmp_path, "--slice", "0:150")
     first, stdout = _run(tmp_path, "first")
     assert first["span"] == 0 and first["training_spans"] == [0]
-    assert first["example_counts"]["train"] == 150
+    assert first["example_counts"] == {"train": 137, "validation": 13, "test": 200}
     assert "data: span 0 (trained on span(s) 0)" in stdout
     serving = tmp_path / "out" / "serving" / "mnist"
     after_first = listing(serving)
@@ -172,7 +197,7 @@ def test_runs_follow_the_latest_span_and_push_nothing_without_new_data(tmp_path)
     _ingest(tmp_path, "--slice", "150:300")
     second, stdout = _run(tmp_path, "second", "--spans", "2")
     assert second["span"] == 1 and second["training_spans"] == [0, 1]
-    assert second["example_counts"]["train"] == 150  # statistics of the latest span
+    assert second["example_counts"]["train"] == 137  # statistics of the latest span
     assert "data: span 1 (trained on span(s) 0, 1)" in stdout
     metadata = tmp_path / "out" / "mnist_cnn" / "metadata.sqlite"
     assert _trainer_input_spans(metadata) == [[0], [0, 1]]

@@ -181,7 +181,7 @@ def test_dag_has_one_task_per_component_with_the_pipelines_edges(parsed_dag):
     # A few edges spelled out, so that the comparison above cannot pass on two empty DAGs.
     assert upstream["ExampleGen"] == []
     assert "Transform" in upstream["Trainer"]
-    assert {"Trainer", "latest_blessed_model_resolver"} <= set(upstream["Evaluator"])
+    assert {"Trainer", "served_model_resolver"} <= set(upstream["Evaluator"])
     assert {"Evaluator", "Trainer"} <= set(upstream["Pusher"])
 
 

@@ -123,5 +123,5 @@ def test_direct_multi_processing_runs_the_whole_pipeline(tmp_path):
     assert proc.returncode == 0, fail_text(proc)
     summary = json.loads(summary_path.read_text())
     assert {c["state"] for c in summary["components"]} == {"COMPLETE"}
-    assert summary["example_counts"] == {"train": 300, "eval": 200}
+    assert summary["example_counts"] == {"train": 275, "validation": 25, "test": 200}
     assert summary["pushed"] is True

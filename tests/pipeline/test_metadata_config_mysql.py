@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 THIS_MODULE = "tests.pipeline.test_metadata_config_mysql"
 DATASET = "mnist"
 PIPELINE_NAME = "mnist_cnn"
-RESOLVER = "latest_blessed_model_resolver"
+RESOLVER = "served_model_resolver"
 EXIT_BUSY = 4
 
 
@@ -438,7 +438,7 @@ def test_run_summary_reads_the_same_from_mysql_as_from_sqlite(twin_runs, both_su
     assert _summary_view(on_mysql, twin_runs.mysql_root) == _summary_view(
         on_sqlite, twin_runs.sqlite_root
     )
-    assert on_mysql.example_counts == {"train": 300, "eval": 200}
+    assert on_mysql.example_counts == {"train": 275, "validation": 25, "test": 200}
     assert on_mysql.blessed is True and on_mysql.pushed is True
     assert 0.4 <= on_mysql.accuracy <= 1.0
     serving = twin_runs.serving_dir(twin_runs.mysql_root).resolve()

@@ -38,11 +38,10 @@ def _pipeline(tmp_path: Path, fingerprint: str = ""):
 def test_components_in_order_with_the_baseline_resolver(tmp_path):
     pipeline = _pipeline(tmp_path)
     ids = [c.id for c in pipeline.components]
-    assert [i for i in ids if i != "latest_blessed_model_resolver"] == list(COMPONENT_ORDER)
+    assert [i for i in ids if i != "served_model_resolver"] == list(COMPONENT_ORDER)
     evaluator = pipeline.components[ids.index("Evaluator")]
-    assert evaluator.inputs["baseline_model"].producer_component_id == (
-        "latest_blessed_model_resolver"
-    )
+    # The gate's bar is the model being served, not the latest blessed one.
+    assert evaluator.inputs["baseline_model"].producer_component_id == "served_model_resolver"
     assert evaluator.inputs["model"].producer_component_id == "Trainer"
     assert pipeline.enable_cache is True
     assert pipeline.beam_pipeline_args == ["--direct_num_workers=1"]

@@ -61,7 +61,7 @@ def pipeline_run(request, tmp_path_factory) -> PipelineRun:
     return PipelineRun(request.param, root)
 
 
-RESOLVER = "latest_blessed_model_resolver"
+RESOLVER = "served_model_resolver"
 # New inputs on the second run, cached on the third: the first run's model becomes
 # the baseline of the ExampleValidator (its data contract) and the Evaluator; the
 # Pusher and the report follow the Evaluator.
@@ -102,7 +102,7 @@ def test_first_run_completes_every_component_once(pipeline_run):
 
 def test_summary_counts_accuracy_and_blessing(pipeline_run):
     summary = pipeline_run.first_summary
-    assert summary["example_counts"] == {"train": 300, "eval": 200}
+    assert summary["example_counts"] == {"train": 275, "validation": 25, "test": 200}
     assert summary["blessed"] is True
     assert 0.4 <= summary["accuracy"] <= 1.0
     per_class = {int(k): v for k, v in summary["per_class_accuracy"].items()}
@@ -112,12 +112,69 @@ def test_summary_counts_accuracy_and_blessing(pipeline_run):
     # TFMA's overall accuracy is the count-weighted mean of its per-class slices.
     weighted = sum(per_class[k] * counts[k] for k in per_class) / sum(counts.values())
     assert weighted == pytest.approx(summary["accuracy"], abs=1e-6)
-    assert summary["training"]["train_examples"] == 300
+    assert summary["training"]["train_examples"] == 275
+    assert summary["training"]["validation_examples"] == 25
     assert summary["training"]["epochs"] == 3
     names = get_dataset(pipeline_run.dataset).class_names
     for name in names:
         assert name in pipeline_run.first.stdout
     assert "BLESSED" in pipeline_run.first.stdout
+
+
+def _first_execution_artifacts(store, pipeline_name: str, component: str, kind: str):
+    """The artifacts (outputs or inputs) of a component's first execution, by key."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline.run_summary import output_artifacts
+
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+    execution = min(store.get_executions_by_context(node.id), key=lambda e: e.id)
+    kinds = {
+        "outputs": (metadata_store_pb2.Event.OUTPUT,),
+        "inputs": (metadata_store_pb2.Event.INPUT,),
+    }[kind]
+    return execution, output_artifacts(store, execution.id, kinds)
+
+
+def test_three_splits_train_on_train_validate_on_validation_gate_on_test(pipeline_run):
+    """ExampleGen imports Split-train/Split-validation/Split-test (275/25/200 from the
+    fixture's 300 training and 200 test images); the Trainer validates on the 25, the
+    Evaluator measures the 200 official test images and nothing else."""
+    import tensorflow as tf
+    import tensorflow_model_analysis as tfma
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.types import artifact_utils
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(pipeline_run.metadata)
+    store = metadata_store.MetadataStore(config)
+    name = f"{pipeline_run.dataset}_cnn"
+
+    _, outputs = _first_execution_artifacts(store, name, "ExampleGen", "outputs")
+    examples = outputs["examples"][0]
+    split_names = artifact_utils.decode_split_names(examples.properties["split_names"].string_value)
+    assert split_names == ["train", "validation", "test"]
+    counts = {}
+    for split in split_names:
+        files = sorted(tf.io.gfile.glob(f"{examples.uri}/Split-{split}/*"))
+        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+        counts[split] = sum(1 for _ in dataset)
+    assert counts == {"train": 275, "validation": 25, "test": 200}
+
+    _, trainer_outputs = _first_execution_artifacts(store, name, "Trainer", "outputs")
+    stats_path = Path(trainer_outputs["model_run"][0].uri) / "training_stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert (stats["train_examples"], stats["validation_examples"]) == (275, 25)
+    assert len(stats["history"]["val_loss"]) == 3  # validated on validation every epoch
+
+    evaluator, evaluator_outputs = _first_execution_artifacts(store, name, "Evaluator", "outputs")
+    splits_property = evaluator.custom_properties["example_splits"].string_value
+    assert json.loads(splits_property) == ["test"]
+    evaluation_uri = evaluator_outputs["evaluation"][0].uri
+    result = tfma.load_eval_result(evaluation_uri)
+    overall = next(metrics for key, metrics in result.slicing_metrics if not key)
+    assert overall[""][""]["example_count"]["doubleValue"] == 200
 
 
 def test_every_run_links_its_evaluation_report(pipeline_run):
@@ -249,7 +306,7 @@ def test_worse_candidate_than_baseline_is_refused(pipeline_run):
         cwd=pipeline_run.root,
     )
     assert proc.returncode == 3, fail_text(proc)
-    assert "fell below the latest blessed model's" in proc.stderr
+    assert "fell below the served model's" in proc.stderr
     assert "baseline" in proc.stderr and "allowed change >= -0.0000" in proc.stderr
     assert listing(pipeline_run.serving_dir) == before
     assert {p: (pipeline_run.serving_dir / p).read_bytes() for p in bytes_before} == bytes_before

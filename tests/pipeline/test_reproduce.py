@@ -65,7 +65,7 @@ def test_reproduce_two_models_writes_the_table(tmp_path: Path):
 def test_reproduce_rejects_unknown_names(tmp_path: Path):
     proc = run_cli("reproduce", "--models", "resnet", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "--models: unknown model 'resnet'" in proc.stderr
+    assert "--models resnet: unknown model 'resnet'" in proc.stderr
     proc = run_cli("reproduce", "--source-dir", "cifar=/tmp", cwd=tmp_path)
     assert proc.returncode == 2
     assert "expected DATASET=DIR" in proc.stderr

@@ -8,6 +8,7 @@ import pytest
 
 from ingest.datasets import get_dataset
 from pipeline.config import DEFAULT_BEAM_ARGS, RunConfig, code_fingerprint
+from pipeline.fingerprints import component_fingerprints
 from pipeline.settings import (
     DataSettings,
     DriftSettings,
@@ -134,7 +135,10 @@ def test_settings_from_config_carries_every_run_flag():
     assert (settings.release.max_accuracy_drop, settings.release.keep_versions) == (0.02, 3)
     assert (settings.drift.max_drift, settings.drift.max_label_drift) == (0.2, 0.3)
     assert settings.runtime == RuntimeSettings(
-        beam_pipeline_args=DEFAULT_BEAM_ARGS, enable_cache=False, metadata_connection_config=None
+        beam_pipeline_args=DEFAULT_BEAM_ARGS,
+        enable_cache=False,
+        metadata_connection_config=None,
+        code_fingerprints=component_fingerprints(),
     )
 
 

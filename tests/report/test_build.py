@@ -22,12 +22,12 @@ def model_outputs(run) -> dict[str, np.ndarray]:
     return exported_model_outputs(run)
 
 
-def test_prediction_grid_is_the_first_eval_images(run, model_outputs):
+def test_prediction_grid_is_the_first_test_images(run, model_outputs):
     grid = run.report["prediction_grid"]
     assert [entry["index"] for entry in grid] == list(range(15))
     for entry in grid:
         index = entry["index"]
-        assert entry["label"] == run.inputs.eval_labels[index]
+        assert entry["label"] == run.inputs.test_labels[index]
         assert entry["predicted"] == model_outputs["classes"][index]
         assert entry["confidence"] == pytest.approx(
             model_outputs["probabilities"][index].max(), abs=1e-6
@@ -37,7 +37,7 @@ def test_prediction_grid_is_the_first_eval_images(run, model_outputs):
 
 def test_mistakes_grid_shows_only_the_most_confident_wrong_predictions(run, model_outputs):
     mistakes = run.report["confident_mistakes"]
-    labels = run.inputs.eval_labels
+    labels = run.inputs.test_labels
     predicted = model_outputs["classes"]
     confidence = model_outputs["probabilities"].max(axis=1)
     wrong = np.flatnonzero(predicted != labels)

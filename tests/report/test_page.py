@@ -49,7 +49,7 @@ def _data(class_names: list[str], wrong: bool = True, **facts) -> ReportData:
         "class_names": class_names,
         "model": "cnn_model_fn",
         "hparams": {},
-        "example_counts": {"eval": 20},
+        "example_counts": {"test": 20},
         **facts,
     }
     return ReportData(
@@ -153,7 +153,7 @@ def test_data_reaches_the_page_escaped():
 
 def test_page_says_what_the_run_does_not_have():
     text = render_html(*build_report(_data([str(i) for i in range(10)], wrong=False)))
-    assert "<p>No wrong predictions on the eval split.</p>" in text
+    assert "<p>No wrong predictions on the test split.</p>" in text
     assert "<p>No per-epoch history in the Trainer's training_stats.json.</p>" in text
     assert "No thresholds configured: TFMA validates nothing and blesses nothing." in text
     assert '<span class="verdict undecided">no blessing decision</span>' in text

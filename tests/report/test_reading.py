@@ -1,5 +1,5 @@
 """What ``report.reading`` reads from real artifacts (tests/report_fixture.py): the
-serving signature's predictions on the eval split, TFMA's metrics and the gate.
+serving signature's predictions on the test split, TFMA's metrics and the gate.
 
 Checked against sources the report does not use: the confusion matrix against the
 exported model run by the test through another signature (raw pixels), its
@@ -34,9 +34,9 @@ def model_outputs(run) -> dict[str, np.ndarray]:
     return exported_model_outputs(run)
 
 
-def test_confusion_matrix_counts_every_eval_example(run):
+def test_confusion_matrix_counts_every_test_example(run):
     matrix = np.array(run.report["confusion_matrix"]["counts"])
-    labels = run.inputs.eval_labels
+    labels = run.inputs.test_labels
     assert matrix.shape == (10, 10)
     assert matrix.sum() == len(labels) == 200
     assert run.report["tfma"]["example_count"] == 200
@@ -61,7 +61,7 @@ def test_confusion_matrix_diagonal_ratios_are_tfmas_per_class_accuracy(run):
 def test_confusion_matrix_is_the_exported_models_predictions(run, model_outputs):
     predicted = model_outputs["classes"]
     expected = np.zeros((10, 10), dtype=int)
-    np.add.at(expected, (run.inputs.eval_labels, predicted), 1)
+    np.add.at(expected, (run.inputs.test_labels, predicted), 1)
     np.testing.assert_array_equal(np.array(run.report["confusion_matrix"]["counts"]), expected)
 
 

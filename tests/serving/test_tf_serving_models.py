@@ -493,7 +493,7 @@ def mnist_eval():
 
 
 def test_mnist_example_predict_images(server, prediction, mnist_eval):
-    """predict_images on all 200 fixture eval images in one gRPC call: the direct call's scores,
+    """predict_images on all 200 fixture test images in one gRPC call: the direct call's scores,
     as float_val, and mostly right after a few training steps."""
     pixels, labels = mnist_eval
     request = predict_pb2.PredictRequest()
