@@ -60,6 +60,11 @@ reproduce: setup
 bench: setup
 	$(PY) bench/bench_pipeline.py --dataset $(DATASET) $(ARGS)
 
+## make bench-epochs: the default epoch count chosen on the validation split (test set unread).
+.PHONY: bench-epochs
+bench-epochs: setup
+	$(PY) bench/choose_epochs.py --dataset $(DATASET) $(ARGS)
+
 ## make bench-beam: the full-data pipeline under Beam's direct and direct-mp runners, per component.
 bench-beam: setup
 	$(PY) bench/bench_beam_runners.py --dataset $(DATASET) $(ARGS)

@@ -1,0 +1,110 @@
+"""Choose the default number of epochs on the validation split, never on the test set.
+
+For each candidate epoch count the Trainer's own code path (``trainer.train.fit`` on
+the model_fn model, the dataset's default hyperparameters with only ``epochs``
+changed, so the learning-rate schedule spans the whole run as it would in the
+pipeline) trains on the ``train`` split and is scored on the ``validation`` split,
+both cut from the official training file exactly as a span is (the same
+stratified, seeded hold-out). The official test file is not read.
+
+The rule: the fewest epochs whose validation accuracy is within one standard
+error (sqrt(p(1-p)/n)) of the best candidate's, since a difference smaller than
+that is noise on n validation images. Prints a table; asserts nothing.
+
+    .venv/bin/python bench/choose_epochs.py --dataset fashion_mnist --epochs 6,8,10
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def load_split(raw_dir: Path, dataset: str):
+    """(train_x, train_y, validation_x, validation_y) as the span's splits hold them,
+    pixels scaled to 0..1 as ``trainer.transform.preprocessing_fn`` does."""
+    import numpy as np
+
+    from ingest.convert import hold_out_validation
+    from ingest.datasets import get_dataset
+    from ingest.fetch import find_idx_files, verify_idx_files
+    from ingest.idx import read_idx_pair
+
+    info = get_dataset(dataset)
+    files = find_idx_files(raw_dir, info)
+    verify_idx_files(files, info)
+    images, labels = read_idx_pair(
+        files[info.file_for("train", "images").stem], files[info.file_for("train", "labels").stem]
+    )
+    (train_x, train_y), (val_x, val_y), _ = hold_out_validation(images, labels)
+
+    def scaled(x):
+        return x.reshape(-1, 28, 28, 1).astype(np.float32) / 255.0
+
+    return scaled(train_x), train_y, scaled(val_x), val_y
+
+
+def validation_accuracy(dataset: str, epochs: int, arrays) -> tuple[float, float]:
+    """(validation accuracy, seconds) of one training run of ``epochs`` epochs."""
+    import numpy as np
+
+    from trainer import data
+    from trainer.hparams import DEFAULT_MODEL, hparams_for_model
+    from trainer.model import build_model
+    from trainer.model_fn import get_model_fn
+    from trainer.train import fit, set_seed
+
+    train_x, train_y, val_x, val_y = arrays
+    hparams = hparams_for_model(
+        DEFAULT_MODEL, {"epochs": epochs, "validate_every_epoch": False}, dataset=dataset
+    )
+    set_seed(hparams.seed)
+    steps_per_epoch = len(train_y) // hparams.batch_size
+    params = {**hparams.to_params(), "total_steps": steps_per_epoch * epochs}
+    model = build_model(get_model_fn(hparams.model), params)
+    train_ds = data.dataset_from_arrays(train_x, train_y, hparams.batch_size, True, hparams.seed)
+    started = time.perf_counter()
+    fit(model, train_ds, None, hparams, steps_per_epoch)
+    seconds = time.perf_counter() - started
+    correct = 0
+    for features, labels in data.dataset_from_arrays(val_x, val_y, 1000, False, None):
+        outputs = model(features, training=False)
+        predicted = np.argmax(outputs["probabilities"].numpy(), axis=1)
+        correct += int((predicted == labels.numpy()).sum())
+    return correct / len(val_y), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--epochs", default="2,3,4", help="comma-separated candidates")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    args = parser.parse_args()
+    candidates = sorted({int(e) for e in args.epochs.split(",")})
+    arrays = load_split(args.data_dir / "raw" / args.dataset, args.dataset)
+    n = len(arrays[3])
+    print(f"{args.dataset}: train {len(arrays[1])}, validation {n} (test set not read)")
+    results = {}
+    for epochs in candidates:
+        accuracy, seconds = validation_accuracy(args.dataset, epochs, arrays)
+        results[epochs] = accuracy
+        line = f"epochs {epochs:>3}: validation accuracy {accuracy:.4f}  ({seconds:.0f} s)"
+        print(line, flush=True)
+    best = max(results.values())
+    standard_error = math.sqrt(best * (1 - best) / n)
+    chosen = min(e for e, a in results.items() if a >= best - standard_error)
+    print(
+        f"best {best:.4f}; one standard error {standard_error:.4f}; "
+        f"chosen: {chosen} epochs (fewest within one standard error of the best)"
+    )
+
+
+if __name__ == "__main__":
+    main()
