@@ -234,7 +234,7 @@ MODEL_DEFAULTS: dict[str, ModelDefaults] = {
         headline="97.3% with the tutorial's settings (SGD lr 0.001, batch 100, 20,000 steps)",
         description=(
             "our defaults, not the tutorial's: Adam lr 1e-3 cosine-decayed to 5%, "
-            "batch 100, 3 epochs (1,800 steps; 8 epochs on Fashion-MNIST), dropout 0.4; "
+            "batch 100, 3 epochs (1,650 steps; 10 epochs on Fashion-MNIST), dropout 0.4; "
             "the tutorial's SGD needs 20,000 steps for 97.3%"
         ),
         has_dropout=True,
@@ -248,12 +248,14 @@ def _model_defaults(model: str) -> ModelDefaults:
     return MODEL_DEFAULTS[model]
 
 
-# Per-dataset changes to a model's defaults (not to its tutorial settings).
-# Fashion-MNIST is harder: cnn_model_fn's 3 epochs reach about 91.0 %, short of
-# the 91.5 % it must reach there; MNIST keeps 3 epochs (99.4 %, inside the
-# 6-minute budget of `make run`).
+# Per-dataset changes to a model's defaults (not to its tutorial settings), chosen on
+# the validation split, never on the test set: `make bench-epochs` (bench/choose_epochs.py)
+# takes the fewest epochs within one standard error of the best candidate. 2026-11-26:
+# MNIST 2/3/4 epochs 0.9908/0.9924/0.9928 -> 3 (the model's default); Fashion-MNIST
+# 6/8/10 epochs 0.9238/0.9246/0.9286 -> 10 (the best lies at the edge of the range
+# tried: longer runs are still to be tried).
 DATASET_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    (DEFAULT_MODEL, "fashion_mnist"): {"epochs": 8},
+    (DEFAULT_MODEL, "fashion_mnist"): {"epochs": 10},
 }
 
 

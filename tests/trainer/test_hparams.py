@@ -442,7 +442,7 @@ def test_hparams_module_does_not_import_tensorflow():
 def test_dataset_defaults_apply_under_the_users_overrides():
     from trainer.hparams import hparams_for_model, hparams_from_overrides
 
-    assert hparams_from_overrides({}, dataset="fashion_mnist").epochs == 8
+    assert hparams_from_overrides({}, dataset="fashion_mnist").epochs == 10
     assert hparams_from_overrides({}, dataset="mnist").epochs == 3
     assert hparams_from_overrides({}).epochs == 3
     assert hparams_from_overrides({"epochs": 2}, dataset="fashion_mnist").epochs == 2
