@@ -19,9 +19,16 @@ from ingest.convert import (
     write_conversion,
 )
 from ingest.datasets import DatasetInfo, get_dataset
+from ingest.errors import UsageError
 from ingest.fetch import find_idx_files, verify_idx_files
 
 SPAN_PREFIX = "span-"
+
+
+class SpanExistsError(UsageError, FileExistsError):
+    """A span that would be written exists already: spans are never rewritten. A
+    usage error (exit 2: the message says which span to ingest instead) that is also
+    a FileExistsError for callers that catch that."""
 
 
 def span_dir(data_root: Path | str, span: int) -> Path:
@@ -48,7 +55,7 @@ def parse_slice(text: str) -> tuple[int, int]:
     """``START:END`` (END exclusive) as a pair of ints, with a clear error."""
     start, sep, end = text.partition(":")
     if not sep or not start.isdigit() or not end.isdigit() or int(start) >= int(end):
-        raise ValueError(f"--slice {text!r}: expected START:END with 0 <= START < END")
+        raise UsageError(f"--slice {text!r}: expected START:END with 0 <= START < END")
     return int(start), int(end)
 
 
@@ -75,10 +82,10 @@ def ingest_span(
     if span is None:
         span = existing[-1] + 1 if existing else 0
     if span < 0:
-        raise ValueError(f"--span {span}: expected a span number >= 0")
+        raise UsageError(f"--span {span}: expected a span number >= 0")
     target = span_dir(data_root, span)
     if target.exists():
-        raise FileExistsError(
+        raise SpanExistsError(
             f"{target}: span {span} exists already; spans are immutable, ingest the next "
             f"one (--span {existing[-1] + 1 if existing else span + 1})"
         )
@@ -125,7 +132,7 @@ def add_next_span(
         manifest.update(facts)
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if target.exists():
-            raise FileExistsError(
+            raise SpanExistsError(
                 f"{target}: span {span} exists already; spans are immutable, remove the "
                 f"unfinished directory or add data with mnist-tfx ingest --span {span + 1}"
             )
