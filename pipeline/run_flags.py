@@ -423,6 +423,30 @@ def check_paths(args: argparse.Namespace, writes: Collection[str] = ()) -> None:
     summary_json = getattr(args, "summary_json", None)
     if summary_json is not None:
         _check_output_file("--summary-json", Path(summary_json))
+    metadata = getattr(args, "metadata", None)
+    if metadata is not None:
+        _check_sqlite_store(str(metadata), create="output_root" in writes)
+
+
+def _check_sqlite_store(value: str, create: bool) -> None:
+    """A SQLite ``--metadata`` must name a file, in a directory the run can create or
+    write when it ``create``s the store (MySQL stores are checked when connecting)."""
+    from pipeline.metadata_config import metadata_connection_config, sqlite_path
+
+    path = sqlite_path(metadata_connection_config(value))
+    if path is None:
+        return
+    if path.is_dir():
+        raise usage_error("--metadata", value, "expected an SQLite file; found a directory")
+    if not create:
+        return
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise usage_error("--metadata", value, f"expected a file path; {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise usage_error("--metadata", value, f"expected a writable directory; {ancestor} is not")
 
 
 def _check_directory(flag: str, path: Path, write: bool) -> None:

@@ -356,3 +356,15 @@ def test_the_exit_codes_are_documented():
 
     documented = {int(m) for m in re.findall(r"^- (\d+) ", cli.__doc__, flags=re.MULTILINE)}
     assert documented == codes
+
+
+def test_a_sqlite_metadata_path_that_cannot_be_a_store_is_refused(workdir, capsys):
+    argv = ["run", "--dataset", "mnist", "--source", str(FIXTURES / "mnist")]
+    assert _main([*argv, "--metadata", "adir"]) == EXIT_BAD_INPUT
+    _assert_one_line_error(capsys.readouterr().err, "--metadata adir", "found a directory")
+    assert _main([*argv, "--metadata", "afile/metadata.sqlite"]) == EXIT_BAD_INPUT
+    _assert_one_line_error(
+        capsys.readouterr().err, "--metadata afile/metadata.sqlite", "afile is a file"
+    )
+    assert not (workdir / "tfx_output").exists()
+    assert not (workdir / "data").exists()
