@@ -123,10 +123,22 @@ def add_next_span(
     existing = list_spans(root)
     span = existing[-1] + 1 if existing else 0
     target = span_dir(root, span)
+    # The directories this call creates, deepest first: removed again (when empty) if
+    # the conversion fails, so bad input leaves no trace under the data directory.
+    created = [p for p in (root, *root.parents) if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".next-span.partial-{uuid.uuid4().hex[:12]}"
     try:
-        ingest_span(idx_dir, staging, dataset, span)
+        try:
+            ingest_span(idx_dir, staging, dataset, span)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            for path in created:
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
+            raise
         manifest_path = span_dir(staging, span) / MANIFEST_FILE
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         manifest.update(facts)
