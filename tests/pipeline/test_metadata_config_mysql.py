@@ -483,6 +483,10 @@ def test_version_lineage_reads_the_same_from_mysql_as_from_sqlite(
     )
     volatile = ("version", "path", "pushed_at", "mlmd_ids")
     view_mysql, view_sqlite = asdict(on_mysql), asdict(on_sqlite)
+    # Each run's Examples artifact lives under its own pipeline root.
+    for view in (view_mysql, view_sqlite):
+        for source in view["training_sources"]:
+            assert "/ExampleGen/examples/" in source.pop("examples_uri")
     assert {k: v for k, v in view_mysql.items() if k not in volatile} == {
         k: v for k, v in view_sqlite.items() if k not in volatile
     }
