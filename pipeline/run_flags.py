@@ -154,6 +154,11 @@ def add_history(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="keep the newest N pushed versions, deleting older ones after a push (default 5)",
     )
+    add_models_config(parser)
+
+
+def add_models_config(parser: argparse.ArgumentParser) -> None:
+    """``--models-config``: the labelled versions pruning must keep (run and rollback)."""
     parser.add_argument(
         "--models-config",
         type=Path,

@@ -35,12 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="after the rollback, keep only the newest N versions (default: delete none)",
     )
-    parser.add_argument(
-        "--models-config",
-        type=Path,
-        help="TF Serving models.config: versions its version_labels name for this model "
-        "are never deleted by --keep-versions",
-    )
+    run_flags.add_models_config(parser)
 
 
 def check(args: argparse.Namespace) -> None:
