@@ -37,12 +37,17 @@ browser:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; fi
 
 ## make test: set up, lint (style and the package layering), then the whole suite
-## (unit + end-to-end on the committed fixture).
+## (unit + end-to-end on the committed fixture), one pytest worker per core (pytest-xdist;
+## a test file stays on one worker, so its module fixtures are built once). Most tests wait
+## on one process at a time, so two workers on two cores take about half the time.
+## TEST_WORKERS=0 runs in this process; the slowest tests are listed at the end.
+TEST_WORKERS ?= auto
+PYTEST_PAR := -n $(TEST_WORKERS) --dist loadfile --durations=25
 test: setup browser lint
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest tests $(PYTEST_PAR) $(ARGS)
 
 test-fast: setup
-	$(PY) -m pytest tests -m "not e2e" $(ARGS)
+	$(PY) -m pytest tests -m "not e2e" $(PYTEST_PAR) $(ARGS)
 
 ## make fuzz: the server's fuzz tests (tests/serving/test_fuzz.py: REST from serving/openapi.yaml
 ## with schemathesis, hostile REST bodies, random gRPC messages) with FUZZ_EXAMPLES examples per

@@ -42,6 +42,8 @@ setup(
     extras_require={
         "dev": [
             "pytest",
+            # make test runs the suite on every core: most tests wait on one process
+            "pytest-xdist",
             "ruff",
             "pyyaml",
             "import-linter",
