@@ -358,7 +358,7 @@ def test_table_records_dataset_headline_and_description(model):
 def test_deep_cnn_description_says_what_is_run_and_why():
     """The scaled-down deep_cnn run is recorded with the tutorial's step count."""
     description = MODEL_DEFAULTS["deep_cnn"].description
-    assert "5 epochs (6,000 steps) instead of 20,000" in description
+    assert "5 epochs (5,500 steps of the 55,000 training images) instead of 20,000" in description
     assert MODEL_DEFAULTS["deep_cnn"].hparams.epochs * MNIST_TRAIN_EXAMPLES // 50 == 6000
 
 
