@@ -25,11 +25,13 @@ WORKDIR /opt/mnist-tfx
 # tests ran with. kfp-pipeline-spec: the entrypoint
 # (python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor) and the
 # ExampleGen driver import kfp.pipeline_spec; neither imports kfp itself, so the
-# kfp client and Airflow stay out.
+# kfp client and Airflow stay out. tensorflow-io (the `objectstore` extra, named here
+# so the bare `.` stays the package): TF's s3:// filesystem, so the Pusher can publish
+# to an S3 or MinIO serving base path (serving/object_store.py); gs:// is TF's own.
 COPY requirements.lock constraints.txt setup.py pyproject.toml ./
 RUN pip install "pip==24.2" \
     && pip install -c requirements.lock setuptools wheel \
-    && pip install --no-build-isolation -c requirements.lock . kfp-pipeline-spec \
+    && pip install --no-build-isolation -c requirements.lock . kfp-pipeline-spec tensorflow-io \
     && pip uninstall -y mnist-tfx
 
 # The code: every package a step imports by module path (executors, the report's
@@ -42,6 +44,6 @@ COPY trainer/ trainer/
 COPY serving/ serving/
 COPY cli/ cli/
 RUN pip install --no-deps --no-build-isolation -c requirements.lock . \
-    && python -c "import components.example_gen.executor, components.pusher.executor, components.data_validator.executor, components.evaluation_report.executor, trainer.task, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+    && python -c "import tensorflow_io, components.example_gen.executor, components.pusher.executor, components.data_validator.executor, components.evaluation_report.executor, trainer.task, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 # No ENTRYPOINT: KubeflowV2DagRunner gives each step its command.

@@ -23,7 +23,7 @@ $(STAMP): requirements.lock setup.py
 	@if [ -z "$(PYTHON310)" ]; then echo "error: python3.10 not found (TFX 1.16 needs Python 3.10); install it or pass PYTHON310=/path/to/python3.10" >&2; exit 1; fi
 	@if [ ! -x $(PY) ]; then echo "creating $(VENV) with $(PYTHON310)"; $(PYTHON310) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check "pip==24.2"
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,airflow,kfp]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,airflow,kfp,objectstore]"
 	@touch $(STAMP)
 
 ## make run: set up, fetch MNIST, convert it, run the whole pipeline, print the summary.
@@ -70,7 +70,8 @@ bench: setup
 bench-epochs: setup
 	$(PY) bench/choose_epochs.py --dataset $(DATASET) $(ARGS)
 
-## make bench-beam: the full-data pipeline under Beam's direct and direct-mp runners, per component.
+## make bench-beam: the full-data pipeline under Beam's direct, direct-mp and portable runners (the
+## last with a job service and an EXTERNAL worker pool it starts and stops), per component.
 bench-beam: setup
 	$(PY) bench/bench_beam_runners.py --dataset $(DATASET) $(ARGS)
 
@@ -122,7 +123,7 @@ format: setup
 lock:
 	rm -rf /tmp/mnist-tfx-lock && $(PYTHON310) -m venv /tmp/mnist-tfx-lock
 	/tmp/mnist-tfx-lock/bin/pip install --quiet uv
-	/tmp/mnist-tfx-lock/bin/uv pip compile setup.py --extra dev --extra airflow --extra kfp \
+	/tmp/mnist-tfx-lock/bin/uv pip compile setup.py --extra dev --extra airflow --extra kfp --extra objectstore \
 		-c constraints.txt --python-version 3.10 \
 		--python-platform x86_64-manylinux_2_36 --no-header --no-annotate -o requirements.lock
 

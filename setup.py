@@ -50,12 +50,17 @@ setup(
             # fuzzing the server: the REST API from its OpenAPI description, gRPC messages
             "schemathesis",
             "hypothesis",
+            # a local S3 endpoint (moto_server) for the object-store publishing tests
+            "moto[server]",
         ],
         # The scheduled orchestrator (pipeline/airflow_dag.py). Airflow 2.x: TFX 1.16's
         # AirflowDagRunner predates Airflow 3.
         "airflow": ["apache-airflow>=2.9,<3"],
         # Compiling for Kubeflow Pipelines v2 / Vertex (pipeline/kubeflow_runner.py).
         "kfp": ["kfp>=2,<3", "kfp-pipeline-spec>=0.2.2"],
+        # s3:// serving base paths (serving/object_store.py): tensorflow-io registers TF's
+        # S3 filesystem; 0.37.1 is the release built for TF 2.16. gs:// needs nothing more.
+        "objectstore": ["tensorflow-io==0.37.1"],
     },
     entry_points={"console_scripts": ["mnist-tfx=cli.main:main"]},
 )

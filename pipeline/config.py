@@ -35,7 +35,8 @@ class RunConfig:
     data_dir: Path = Path("data")
     source: str = "auto"
     pipeline_name: str | None = None
-    serving_root: Path | None = None
+    # A local directory, or an s3:// / gs:// URL (a str: pathlib would turn s3://b into s3:/b).
+    serving_root: Path | str | None = None
     model_name: str | None = None
     # --metadata: a SQLite file, sqlite:///path or mysql://user@host[:port]/database.
     metadata_path: Path | str | None = None
@@ -83,9 +84,15 @@ class RunConfig:
         return metadata_connection_config(self.metadata)
 
     @property
-    def serving_model_dir(self) -> Path:
+    def serving_model_dir(self) -> Path | str:
+        """SERVING_ROOT/<model name>: a Path, or a URL str when the root is an object store."""
+        from serving import object_store
+
         root = self.serving_root or self.output_root / "serving"
-        return root / (self.model_name or self.default_model_name)
+        name = self.model_name or self.default_model_name
+        if object_store.is_url(root):
+            return object_store.join(str(root), name)
+        return Path(root) / name
 
     @property
     def default_model_name(self) -> str:

@@ -31,7 +31,7 @@ from pipeline.run_summary import (
     read_accuracy,
     span_of,
 )
-from serving.publish import list_versions, rollback_sources
+from serving.publish import list_versions, rollback_sources, version_mtime
 
 
 @dataclass
@@ -163,7 +163,7 @@ def version_lineage(
     lineage = VersionLineage(
         version=version,
         path=path,
-        pushed_at=datetime.fromtimestamp(os.path.getmtime(path), timezone.utc).isoformat(
+        pushed_at=datetime.fromtimestamp(version_mtime(path), timezone.utc).isoformat(
             timespec="seconds"
         ),
     )

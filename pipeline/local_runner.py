@@ -157,6 +157,11 @@ def ingest(config: RunConfig, span: int | None, train_slice: tuple[int, int] | N
     return ingest_span(_source_dir(config), config.tfrecord_dir, info, span, train_slice)
 
 
+def _absolute(path: Path | str) -> str:
+    """A local path made absolute; an object-store URL as it is."""
+    return path if isinstance(path, str) else str(path.resolve())
+
+
 def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
     """The pipeline of ``config`` on local paths, with its ML Metadata connection."""
     settings = settings_from_config(config, metadata_connection_config=config.metadata_connection)
@@ -164,7 +169,7 @@ def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
         pipeline_name=config.name,
         pipeline_root=str(config.pipeline_root.resolve()),
         data_root=str(data_root.resolve()),
-        serving_model_dir=str(config.serving_model_dir.resolve()),
+        serving_model_dir=_absolute(config.serving_model_dir),
     )
     config.pipeline_dir.mkdir(parents=True, exist_ok=True)
     return create_pipeline(paths, settings)

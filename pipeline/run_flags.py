@@ -21,6 +21,7 @@ from ingest import datasets
 from ingest.errors import UsageError, usage_error
 from pipeline.beam_runners import BEAM_RUNNERS, beam_pipeline_args
 from pipeline.config import DEFAULT_BEAM_ARGS, RunConfig
+from serving import object_store
 from trainer.hparams import MODEL_DEFAULTS, hparams_from_overrides, parse_override
 
 DATASETS = tuple(datasets.DATASETS)  # ("mnist", "fashion_mnist")
@@ -87,8 +88,9 @@ def add_run_paths(parser: argparse.ArgumentParser) -> None:
 def add_push_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serving-root",
-        type=Path,
-        help="push to SERVING_ROOT/<model-name>/<version> (default: OUTPUT_ROOT/serving)",
+        type=object_store.base_path,
+        help="push to SERVING_ROOT/<model-name>/<version> (default: OUTPUT_ROOT/serving); "
+        "an s3:// or gs:// URL for an object store",
     )
     parser.add_argument("--model-name", help="TF Serving model name (default: the dataset name)")
 
@@ -399,7 +401,8 @@ def check_paths(args: argparse.Namespace, writes: Collection[str] = ()) -> None:
         writes.add("output_root")  # the serving root is then OUTPUT_ROOT/serving
     for dest in _DIRECTORIES:
         path = getattr(args, dest, None)
-        if path is not None:
+        # An object store is checked when it is first used (serving/object_store.py).
+        if path is not None and not object_store.is_url(path):
             _check_directory(flag_of(dest), Path(path), write=dest in writes)
     source = getattr(args, "source", None)
     if source is not None:

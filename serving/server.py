@@ -27,6 +27,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from serving import object_store  # noqa: E402
 from serving.batching import (  # noqa: E402
     DEFAULT_BATCH_THREADS,
     DEFAULT_MAX_BATCH_SIZE,
@@ -257,8 +258,8 @@ def _add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", help="model name in URLs and gRPC (default: the dataset)")
     parser.add_argument(
         "--model-base-path",
-        type=Path,
-        help="directory holding integer version directories "
+        type=object_store.base_path,
+        help="directory (or s3:// or gs:// URL) holding integer version directories "
         "(default: OUTPUT_ROOT/serving/<model name>)",
     )
     parser.add_argument(
@@ -456,7 +457,8 @@ def _model_config(model) -> ModelConfig:
         policy = VersionPolicy("latest", num_latest=proto_policy.latest.num_versions or 1)
     else:
         policy = VersionPolicy()
-    return ModelConfig(model.name, Path(model.base_path), policy, dict(model.version_labels))
+    base_path = object_store.base_path(model.base_path)
+    return ModelConfig(model.name, base_path, policy, dict(model.version_labels))
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:

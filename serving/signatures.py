@@ -127,7 +127,8 @@ def dtype_name(dtype: tf.DType) -> str:
 def read_signature_defs(saved_model_dir: str) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraphDef TF Serving serves: the one tagged exactly ``serve``."""
     saved_model = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+    # tf.io.gfile: a version may live on an object store (serving/object_store.py).
+    with tf.io.gfile.GFile(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
         saved_model.ParseFromString(f.read())
     for meta_graph in saved_model.meta_graphs:
         if set(meta_graph.meta_info_def.tags) == set(SERVING_TAGS):
@@ -554,7 +555,7 @@ def replay_warmup_file(servable: ServableModel) -> int:
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = os.path.join(servable.path, WARMUP_FILE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         logger.info("No warmup data file found at %s", path)
         return 0
     replayed = 0

@@ -71,12 +71,13 @@ def verify_saved_model(path: str, tolerance: float = DEFAULT_TOLERANCE) -> Verif
     Raises ModelVerificationError naming the path, the signature and the difference."""
     import tensorflow as tf
 
+    # tf.io.gfile: the staged copy may be on an object store (serving/object_store.py).
     expected_file = os.path.join(path, VERIFICATION_PATH)
-    if not os.path.isfile(expected_file):
+    if not tf.io.gfile.exists(expected_file):
         raise ModelVerificationError(
             path, f"no {VERIFICATION_PATH}: the Trainer's predictions to verify against are missing"
         )
-    with open(expected_file, encoding="utf-8") as f:
+    with tf.io.gfile.GFile(expected_file, "r") as f:
         content = json.load(f)
     examples = [base64.b64decode(text) for text in content["examples_b64"]]
     expected = np.asarray(content["probabilities"], dtype=np.float32)

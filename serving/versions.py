@@ -12,6 +12,12 @@ as in TF Serving, and the others are ignored (logged). Any other name (``abc``,
 ``²``, the publisher's ``.incoming-*``) is skipped; so is a child that is not a
 directory or cannot be read. Each such finding is logged once.
 
+A base path may be an ``s3://`` or ``gs://`` URL (``serving/object_store.py``): there a
+"directory" is only a key prefix, which appears with its first object, so an
+integer prefix counts as a version only once its ``saved_model.pb`` exists, the object
+the publisher writes last and the pruner deletes first (docs/serving.md, "Object-store
+base paths"). Until then it is skipped, as not yet complete, and logged once.
+
 A version that fails to load is retried, as TF Serving retries it: up to
 ``max_num_load_retries`` more times, ``load_retry_interval_s`` apart (TF Serving's
 ``--max_num_load_retries`` 5 and ``--load_retry_interval_micros`` one minute),
@@ -98,7 +104,7 @@ class ModelConfig:
     """One served model: its name, base path, version policy and version labels."""
 
     name: str
-    base_path: Path
+    base_path: Path | str  # a str for an s3:// or gs:// URL (pathlib would mangle it)
     policy: VersionPolicy = field(default_factory=VersionPolicy)
     labels: dict[str, int] = field(default_factory=dict)
 
@@ -125,7 +131,7 @@ class BasePathScan:
     """What one look at a base path found: each version's directory, and the versions
     whose directory exists but cannot be read now (not loaded, but not unloaded either)."""
 
-    versions: dict[int, Path]
+    versions: dict[int, Path | str]  # a str for a version under a URL base path
     unreadable: frozenset[int] = frozenset()
 
 
@@ -144,9 +150,39 @@ class BasePathScanner:
             self._logged.add(key)
             logger.log(level, message, *args)
 
+    def _scan_url(self) -> BasePathScan:
+        from serving import object_store
+
+        base = str(self.base_path)
+        found: dict[int, list[str]] = {}
+        names = object_store.listdir(base)
+        for name in names:
+            version = parse_version_name(name)
+            path = object_store.join(base, name)
+            if version is None:
+                self._once(
+                    logging.INFO, ((name,), "name"), "skipping %s: not a version number", path
+                )
+                continue
+            if not object_store.exists(object_store.join(path, "saved_model.pb")):
+                self._once(
+                    logging.INFO,
+                    ((name,), "incomplete"),
+                    "not loading %s until its saved_model.pb exists (written last)",
+                    path,
+                )
+                continue
+            found.setdefault(version, []).append(name)
+        versions = {v: object_store.join(base, dirs[-1]) for v, dirs in found.items()}
+        present = set(names)
+        self._logged = {key for key in self._logged if set(key[0]) <= present}
+        return BasePathScan(versions)
+
     def scan(self) -> BasePathScan:
         """Every version directory now under the base path. Raises OSError when the base
         path itself cannot be listed."""
+        if "://" in str(self.base_path):
+            return self._scan_url()
         names = sorted(os.listdir(self.base_path), key=os.fsencode)
         found: dict[int, list[str]] = {}
         unreadable_names: set[str] = set()

@@ -14,9 +14,11 @@ import os
 import sys
 from pathlib import Path
 
+from cli.commands.versions import serving_base, serving_config
 from cli.errors import EXIT_BUSY, EXIT_OK
 from ingest.errors import usage_error
 from pipeline import run_flags
+from serving import object_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--to", type=int, help="version to restore (default: the one before the newest)"
     )
     parser.add_argument(
-        "--serving-root", type=Path, help="default: OUTPUT_ROOT/serving", default=None
+        "--serving-root",
+        type=object_store.base_path,
+        help="default: OUTPUT_ROOT/serving; an s3:// or gs:// URL for an object store",
+        default=None,
     )
     parser.add_argument("--output-root", type=Path, default=Path("tfx_output"))
     parser.add_argument("--model-name", help="default: the dataset name")
@@ -39,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """UsageError when the base path to roll back in does not exist."""
-    config = run_flags.partial_run_config(
-        args, serving_root=args.serving_root, model_name=args.model_name
-    )
+    """UsageError when the base path to roll back in does not exist (on an object
+    store, where prefixes need not exist, rollback() says when it holds no version)."""
+    if object_store.is_url(args.serving_root):
+        return
+    config = serving_config(args)
     base = config.serving_model_dir
     if not base.is_dir():
         flag, value = (
@@ -64,14 +70,13 @@ def run(args: argparse.Namespace) -> int:
     )
     from serving.verify import VERIFICATION_PATH, verify_saved_model
 
-    config = run_flags.partial_run_config(
-        args, serving_root=args.serving_root, model_name=args.model_name
-    )
-    base = config.serving_model_dir
+    base = serving_base(args, serving_config(args))
 
     def verify(path: str) -> None:
         # Versions pushed by this pipeline carry the Trainer's predictions.
-        if os.path.exists(os.path.join(path, VERIFICATION_PATH)):
+        import tensorflow as tf
+
+        if tf.io.gfile.exists(os.path.join(path, VERIFICATION_PATH)):
             verify_saved_model(path)
 
     # One publish lock over the rollback and the pruning after it (reentrant), so no
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             version, restored = rollback(base, to=args.to, verify=verify)
             print(
                 f"version {version} now serves the model of version {restored} "
-                f"({base / str(version)})"
+                f"({os.path.join(base, str(version))})"
             )
             if args.keep_versions is not None:
                 deleted = prune_versions(base, args.keep_versions, models_config=args.models_config)

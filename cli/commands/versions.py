@@ -9,17 +9,22 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 from cli.errors import EXIT_OK, EXIT_STALE, require_metadata_store
 from pipeline import run_flags
+from pipeline.config import RunConfig
+from serving import object_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_flags.add_dataset(parser)
     run_flags.add_model(parser)
     run_flags.add_run_paths(parser)
-    parser.add_argument("--serving-root", type=Path, help="default: OUTPUT_ROOT/serving")
+    parser.add_argument(
+        "--serving-root",
+        type=object_store.base_path,
+        help="default: OUTPUT_ROOT/serving; an s3:// or gs:// URL for an object store",
+    )
     parser.add_argument("--model-name", help="default: the dataset name")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
@@ -34,15 +39,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.lineage import format_versions, list_version_lineage, versions_json
 
-    config = run_flags.partial_run_config(
-        args, serving_root=args.serving_root, model_name=args.model_name
-    )
+    config = serving_config(args)
     require_metadata_store(config)
-    rows = list_version_lineage(str(config.metadata), str(config.serving_model_dir))
+    base = serving_base(args, config)
+    rows = list_version_lineage(str(config.metadata), base)
     print(versions_json(rows) if args.json else format_versions(rows))
     if args.max_age_days is not None:
-        return _check_age(str(config.serving_model_dir), args.max_age_days)
+        return _check_age(base, args.max_age_days)
     return EXIT_OK
+
+
+def serving_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of ``args``: its ``serving_model_dir`` is a URL for a URL root."""
+    return run_flags.partial_run_config(
+        args, serving_root=args.serving_root, model_name=args.model_name
+    )
+
+
+def serving_base(args: argparse.Namespace, config: RunConfig) -> str:
+    """The model's serving base path: ``SERVING_ROOT/<model name>``, a local path or a URL."""
+    return str(config.serving_model_dir)
 
 
 def _check_age(serving_model_dir: str, max_days: float) -> int:

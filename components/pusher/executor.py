@@ -4,6 +4,11 @@ TFX's stock Pusher copies the model file by file into its final integer-named
 directory (saved_model.pb last); TF Serving can see that directory before it is
 complete. This executor keeps the stock Pusher's blessing check and MLMD
 properties and changes only how the files reach the serving base path.
+
+The base path (the filesystem destination's ``base_directory``) may be local or an
+``s3://`` / ``gs://`` URL, and the trained model may come from a URL too (a pipeline
+root on an object store): ``serving/publish.py`` then stages, verifies and copies with
+``saved_model.pb`` last under a lease instead of renaming under an flock.
 """
 
 from __future__ import annotations

@@ -96,3 +96,26 @@ def test_code_fingerprint_is_stable_hex():
     first, second = code_fingerprint(), code_fingerprint()
     assert first == second and len(first) == 16
     int(first, 16)
+
+
+def test_an_object_store_serving_root_reaches_the_pusher_as_a_url(tmp_path):
+    """`run --serving-root s3://...`: the URL survives the flag, the checks (an object
+    store is checked on first use, not as a local directory) and the config, and is the
+    Pusher's and the served-model resolver's base path, `s3://` and not pathlib's `s3:/`."""
+    from cli.main import build_parser
+    from pipeline.local_runner import build_pipeline
+    from pipeline.run_flags import check_args, run_config_from_args
+
+    args = build_parser().parse_args(
+        ["run", "--output-root", str(tmp_path / "out"), "--serving-root", "s3://bucket/serving/"]
+    )
+    assert args.serving_root == "s3://bucket/serving"
+    check_args(args, writes=("output_root", "serving_root"))
+    assert not (tmp_path / "s3:").exists()
+    config = run_config_from_args(args)
+    assert config.serving_model_dir == "s3://bucket/serving/mnist"
+    by_id = {c.id: c for c in build_pipeline(config, tmp_path / "data").components}
+    destination = by_id["Pusher"].exec_properties["push_destination"]
+    assert '"base_directory": "s3://bucket/serving/mnist"' in destination
+    local = RunConfig(dataset="mnist", output_root=tmp_path / "out")
+    assert local.serving_model_dir == tmp_path / "out" / "serving" / "mnist"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.object_store import ObjectStoreError
 from serving.publish import (
     LOCK_NAME,
     ROLLBACK_LOG,
@@ -221,11 +222,16 @@ def test_failed_publish_keeps_existing_versions_and_temporaries(saved_model, bas
     assert tree(base) == before
 
 
-@pytest.mark.parametrize("uri", ["gs://bucket/models/mnist", "s3://bucket/mnist", "hdfs://nn/m"])
-def test_remote_base_raises_not_implemented(saved_model, uri):
-    """Remote filesystems cannot rename atomically, so they are refused."""
-    with pytest.raises(NotImplementedError, match=r"atomic publishing needs a local or mounted"):
+@pytest.mark.parametrize("uri", ["hdfs://nn/m", "file://x/m", "az://c/m"])
+def test_unsupported_url_scheme_is_one_clear_line(saved_model, uri):
+    """s3:// and gs:// are object stores (tests/serving/test_publish_object_store.py);
+    any other scheme is refused in one line naming the URL, before anything is written."""
+    scheme = uri.split(":")[0]
+    with pytest.raises(ObjectStoreError) as caught:
         publish_saved_model(saved_model, uri, now=NOW)
+    assert str(caught.value) == (
+        f"{uri}: unsupported URL scheme {scheme}://; expected a local path, s3:// or gs://"
+    )
 
 
 def test_same_model_as_newest_version_is_recognised(saved_model, base):
