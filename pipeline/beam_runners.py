@@ -10,6 +10,14 @@ Evaluator) gets the same ``beam_pipeline_args``. What must exist for each runner
 * ``portable``: a Beam job server at ``--job_endpoint`` (default ``localhost:8099``);
   workers run in the submitting process (``LOOPBACK``) unless an
   ``--environment_type`` says otherwise.
+* ``portable-external``: the same job server, with the SDK workers started by an
+  EXTERNAL worker pool (``apache_beam.runners.worker.worker_pool_main``) at
+  ``--environment_config`` (default ``localhost:50000``), as on a cluster. The pool
+  starts each worker as ``python`` from its ``PATH``, in its own environment, so it
+  must be started as ``worker_pool_env`` says. ``--sdk_worker_parallelism=N`` asks
+  for N workers per job; Beam's Python job service ignores it (one worker per job),
+  the job service of this module (``python -m pipeline.beam_runners --port P``)
+  honours it.
 * ``flink``: a Flink cluster at ``--flink_master`` (default ``localhost:8081``); the
   Flink job server is started by Beam from its jar (a download on first use).
 * ``spark``: a Spark master at ``--spark_master_url`` (default ``local[2]``); the
@@ -25,9 +33,21 @@ of the same name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
 
-BEAM_RUNNERS = ("direct", "direct-mp", "portable", "flink", "spark", "dataflow")
+BEAM_RUNNERS = (
+    "direct",
+    "direct-mp",
+    "portable",
+    "portable-external",
+    "flink",
+    "spark",
+    "dataflow",
+)
 
 _DEFAULTS: dict[str, list[str]] = {
     "direct": [
@@ -45,6 +65,13 @@ _DEFAULTS: dict[str, list[str]] = {
         "--runner=PortableRunner",
         "--job_endpoint=localhost:8099",
         "--environment_type=LOOPBACK",
+    ],
+    "portable-external": [
+        "--runner=PortableRunner",
+        "--job_endpoint=localhost:8099",
+        "--environment_type=EXTERNAL",
+        # 50000: the worker pool port Beam's own Flink and Spark guides use.
+        "--environment_config=localhost:50000",
     ],
     "flink": [
         "--runner=FlinkRunner",
@@ -83,3 +110,99 @@ def beam_pipeline_args(runner: str, extra: Sequence[str] = ()) -> list[str]:
         flags = " ".join(f"--beam-arg=--{name}=..." for name in missing)
         raise ValueError(f"--beam {runner} needs {', '.join(missing)}: pass {flags}")
     return args
+
+
+def worker_pool_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to start Beam's worker pool in for ``portable-external``.
+
+    The pool starts every SDK worker as plain ``python -c ...`` found on its ``PATH``,
+    and the worker inherits the pool's environment, not the submitting run's. So this
+    interpreter's directory goes first on ``PATH`` (the worker must import TFX and this
+    project), and Keras 2 is selected as ``pipeline/__init__.py`` does for the run
+    itself, since the Evaluator's workers load the trained model and TFX 1.16 needs
+    Keras 2 wherever that happens."""
+    env = dict(os.environ if environ is None else environ)
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(
+        [bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p]]
+    )
+    env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    return env
+
+
+def worker_count(value: object) -> int:
+    """``--sdk_worker_parallelism`` as the job service receives it (a string or a float:
+    the option has no type and travels in a protobuf Struct) as a worker count; 0 means
+    one per core, as Beam documents for this option."""
+    try:
+        count = int(float(str(value)))
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"--sdk_worker_parallelism {value!r}: expected a whole number >= 0"
+        ) from None
+    if count < 0 or count != float(str(value)):
+        raise ValueError(f"--sdk_worker_parallelism {value!r}: expected a whole number >= 0")
+    return count or (os.cpu_count() or 1)
+
+
+def start_job_service(port: int = 0, staging_dir: str | None = None):
+    """Beam's Python job service (``LocalJobServicer``, what
+    ``apache_beam.runners.portability.local_job_service_main`` serves) with one change:
+    each job runs every stage on ``--sdk_worker_parallelism`` workers of its
+    environment, splitting the stage's input between them.
+
+    Beam's own job service runs a job with ``FnApiRunner.run_via_runner_api``, which
+    leaves the runner at one worker whatever the options say (``sdk_worker_parallelism``
+    is read only by the Java job servers of Flink and Spark, ``direct_num_workers``
+    only by the DirectRunner). So an EXTERNAL worker pool is asked for one worker per
+    job there; here it is asked for N, as Flink asks its pool. Uses the job type hook
+    of ``LocalJobServicer`` and FnApiRunner's worker count (private): the tests in
+    ``tests/pipeline/test_beam_runners_portable.py`` show when a Beam upgrade breaks
+    it. Returns ``(servicer, port)``; ``servicer.stop()`` ends it."""
+    from apache_beam.options.pipeline_options import PortableOptions
+    from apache_beam.portability.api import beam_job_api_pb2
+    from apache_beam.runners.portability import local_job_service
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    class ParallelBeamJob(local_job_service.BeamJob):
+        def _invoke_runner(self):
+            options = self.pipeline_options()
+            workers = worker_count(options.view_as(PortableOptions).sdk_worker_parallelism)
+            self.set_state(beam_job_api_pb2.JobState.RUNNING)
+            runner = fn_runner.FnApiRunner(provision_info=self._provision_info)
+            runner._num_workers = workers
+            return runner.run_via_runner_api(self._pipeline_proto, options)
+
+    servicer = local_job_service.LocalJobServicer(staging_dir, beam_job_type=ParallelBeamJob)
+    return servicer, servicer.start_grpc_server(port)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m pipeline.beam_runners --port P``: the job service of
+    ``start_job_service`` until interrupted."""
+    import logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.beam_runners",
+        description="Beam's local job service, running each job's stages on "
+        "--sdk_worker_parallelism workers (for --beam portable-external).",
+    )
+    parser.add_argument("--port", type=int, default=8099, help="job API port (0: any free one)")
+    parser.add_argument(
+        "--staging-dir", help="where jobs' artifacts are staged (default: a temp dir)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    servicer, port = start_job_service(args.port, args.staging_dir)
+    print(f"Listening for beam jobs on port {port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        servicer.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,12 @@ EXPECTED = {
         "--job_endpoint=localhost:8099",
         "--environment_type=LOOPBACK",
     ],
+    "portable-external": [
+        "--runner=PortableRunner",
+        "--job_endpoint=localhost:8099",
+        "--environment_type=EXTERNAL",
+        "--environment_config=localhost:50000",
+    ],
     "flink": [
         "--runner=FlinkRunner",
         "--flink_master=localhost:8081",
