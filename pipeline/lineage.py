@@ -303,11 +303,12 @@ def served_model_age(serving_model_dir: str) -> ServedModelAge | None:
     if origin >= _FIRST_TIMESTAMP_VERSION:
         pushed_at = datetime.fromtimestamp(origin, timezone.utc)
     else:
-        path = os.path.join(serving_model_dir, str(origin))
-        if not os.path.isdir(path):
+        # list_versions: complete versions only, on a local disk or an object store.
+        if origin not in list_versions(serving_model_dir):
             raise ValueError(
                 f"{serving_model_dir}: version {served} restores version {origin}, which is "
                 "gone and not named by its push time; its age is unknown"
             )
-        pushed_at = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc)
+        path = os.path.join(serving_model_dir, str(origin))
+        pushed_at = datetime.fromtimestamp(version_mtime(path), timezone.utc)
     return ServedModelAge(served=served, origin=origin, pushed_at=pushed_at)
