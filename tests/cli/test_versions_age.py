@@ -86,3 +86,23 @@ def test_a_negative_bound_is_a_usage_error(serving, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["versions", "--dataset", "mnist", "--output-root", "out", "--max-age-days", "x"])
     assert exit_info.value.code == 2
+
+
+def test_a_version_not_named_by_its_push_time_is_as_old_as_its_directory(serving, capsys):
+    import os
+
+    hand_named = serving / "7"
+    hand_named.mkdir()
+    stamp = time.time() - 12 * DAY
+    os.utime(hand_named, (stamp, stamp))
+    assert _versions("--max-age-days", "10") == EXIT_STALE
+    assert "12.0 days ago" in capsys.readouterr().err
+
+
+def test_a_rollback_of_a_gone_hand_named_version_has_no_age(serving, capsys):
+    copy = _version(serving, 0)
+    record = {"version": copy, "restores": 7, "replaced": copy - 1, "at": "x"}
+    (serving / ROLLBACK_LOG).write_text(json.dumps(record) + "\n")
+    assert _versions("--max-age-days", "10") != EXIT_OK
+    err = capsys.readouterr().err
+    assert f"version {copy} restores version 7, which is gone and not named by its push" in err
