@@ -203,6 +203,9 @@ class Executor(base_executor.BaseExecutor):
             if split == TRAIN_SPLIT:
                 current_profile = data_profile.profile_tfrecords(split_files(examples, split))
                 profile_path = os.path.join(output.uri, data_profile.PROFILE_FILE)
+                # An orchestrator need not create the output directory (a KFP launcher
+                # on a mounted volume does not); on an object store this is a no-op.
+                fileio.makedirs(output.uri)
                 with fileio.open(profile_path, "w") as handle:
                     handle.write(current_profile.to_json())
                 if baseline_profile is not None:
