@@ -688,10 +688,13 @@ def prune_versions(
         raise ValueError(f"keep_versions: expected >= 1, got {keep}")
     labels = labelled_versions(models_config, base_dir) if models_config is not None else {}
     if is_url(base_dir):
-        return _prune_object_store(str(base_dir).rstrip("/"), keep, labels, lock_timeout)
-    base = Path(base_dir)
-    if not base.is_dir():
-        return []
+        base: Path | str = str(base_dir).rstrip("/")
+        delete = _delete_url_version
+    else:
+        base = Path(base_dir)
+        if not base.is_dir():
+            return []
+        delete = _delete_local_version
     deleted = []
     with publish_lock(base, lock_timeout):
         versions = list_versions(base)
@@ -699,9 +702,7 @@ def prune_versions(
         for version in versions:
             if version in protected:
                 continue
-            hidden = base / _owned_temp_name(f"deleting-{version}")
-            os.rename(base / str(version), hidden)
-            shutil.rmtree(hidden)
+            delete(base, version)
             deleted.append(version)
             logging.info("deleted old version %d (keeping the newest %d)", version, keep)
         for label, version in sorted(labels.items()):
@@ -712,30 +713,26 @@ def prune_versions(
     return deleted
 
 
-def _prune_object_store(
-    base: str, keep: int, labels: dict[str, int], lock_timeout: float
-) -> list[int]:
-    """prune_versions on a URL base path. No rename to hide a version at once, so each
-    goes in the reverse order of its publishing: a marker
-    ``.incoming-deleting-<v>-<pid>.<host>`` (so a later push finishes a prune that died),
-    then ``saved_model.pb`` (from then on no reader counts ``<v>/`` as a version, and
-    TF Serving unloads it), then the rest, then the marker."""
-    deleted = []
-    with publish_lock(base, lock_timeout):
-        versions = list_versions(base)
-        protected = set(versions[-keep:]) | set(labels.values())
-        for version in versions:
-            if version in protected:
-                continue
-            marker = object_store.join(base, _url_temp_name(f"deleting-{version}"))
-            prefix = object_store.join(base, str(version))
-            object_store.write_bytes(marker, b"")
-            object_store.remove(object_store.join(prefix, "saved_model.pb"))
-            object_store.rmtree(prefix)
-            object_store.remove(marker)
-            deleted.append(version)
-            logging.info("deleted old version %d (keeping the newest %d)", version, keep)
-    return deleted
+def _delete_local_version(base: Path, version: int) -> None:
+    """Renamed to a hidden name first, so TF Serving sees the version disappear at once
+    rather than half-deleted."""
+    hidden = base / _owned_temp_name(f"deleting-{version}")
+    os.rename(base / str(version), hidden)
+    shutil.rmtree(hidden)
+
+
+def _delete_url_version(base: str, version: int) -> None:
+    """No rename to hide a version at once on an object store, so it goes in the
+    reverse order of its publishing: a marker ``.incoming-deleting-<v>-<pid>.<host>``
+    (so a later push finishes a prune that died), then ``saved_model.pb`` (from then on
+    no reader counts ``<v>/`` as a version, and TF Serving unloads it), then the rest,
+    then the marker."""
+    marker = object_store.join(base, _url_temp_name(f"deleting-{version}"))
+    prefix = object_store.join(base, str(version))
+    object_store.write_bytes(marker, b"")
+    object_store.remove(object_store.join(prefix, "saved_model.pb"))
+    object_store.rmtree(prefix)
+    object_store.remove(marker)
 
 
 def rollback(
