@@ -58,9 +58,10 @@ setup(
         "airflow": ["apache-airflow>=2.9,<3"],
         # Compiling for Kubeflow Pipelines v2 / Vertex (pipeline/kubeflow_runner.py).
         "kfp": ["kfp>=2,<3", "kfp-pipeline-spec>=0.2.2"],
-        # s3:// serving base paths (serving/object_store.py): tensorflow-io registers TF's
-        # S3 filesystem; 0.37.1 is the release built for TF 2.16. gs:// needs nothing more.
-        "objectstore": ["tensorflow-io==0.37.1"],
+        # s3:// roots and serving base paths (serving/object_store.py): tensorflow-io
+        # registers TF's S3 filesystem (0.37.1 is the release built for TF 2.16); boto3 is
+        # Beam's S3 filesystem (apache-beam's `aws` extra). gs:// needs nothing more.
+        "objectstore": ["tensorflow-io==0.37.1", "boto3>=1.9,<2"],
     },
     entry_points={"console_scripts": ["mnist-tfx=cli.main:main"]},
 )

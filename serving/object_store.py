@@ -80,17 +80,14 @@ def ensure_filesystem(url: str) -> None:
             f"{url}: unsupported URL scheme {scheme}://; expected a local path, s3:// or gs://"
         )
     if scheme == "s3":
-        for name, value in _S3_TIMEOUTS.items():
-            os.environ.setdefault(name, value)
         try:
-            import tensorflow_io  # noqa: F401 - registers the s3:// filesystem
+            register_s3()
         except ImportError as error:
             raise ObjectStoreError(
                 f"{url}: s3:// needs tensorflow-io, which is not installed ({error}); "
                 "install the objectstore extra: pip install -c requirements.lock "
                 "'.[objectstore]'"
             ) from None
-        _install_exit_guard()
         _probe_endpoint(url)
         if _no_s3_credentials():
             # The SDK would send unsigned requests and get refusals with no message,
@@ -101,6 +98,18 @@ def ensure_filesystem(url: str) -> None:
                 "(AWS_EC2_METADATA_DISABLED); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             )
     _loaded.add(scheme)
+
+
+def register_s3() -> None:
+    """Register TensorFlow's ``s3://`` filesystem in this process: shortened SDK
+    timeouts (unless set), tensorflow-io's plugin, the exit guard. No request is sent,
+    so it is safe where no store is configured; ``ImportError`` without tensorflow-io.
+    ``serving/s3_startup.py`` calls it in every TensorFlow process of the image."""
+    for name, value in _S3_TIMEOUTS.items():
+        os.environ.setdefault(name, value)
+    import tensorflow_io  # noqa: F401 - registers the s3:// filesystem
+
+    _install_exit_guard()
 
 
 def _probe_endpoint(url: str) -> None:

@@ -9,7 +9,9 @@ launcher do:
 * **Container tasks** run exactly ``container.command`` + ``container.args`` from
   ``deploymentSpec``, with ``{{$}}`` replaced by the task's ExecutorInput JSON and
   ``python`` by this interpreter; the repository is on ``PYTHONPATH`` and the image's
-  ``ENV`` (``Dockerfile``) is set, as in the image. The ExecutorInput is built as the
+  ``ENV`` (``Dockerfile``) is set, as in the image, and the image's ``.pth`` line that
+  registers TF's ``s3://`` in every process (``serving/s3_startup.py``) runs from a
+  ``sitecustomize.py`` the launcher writes. The ExecutorInput is built as the
   driver builds it: input artifacts are the RuntimeArtifacts the producing tasks
   recorded (URI, type, and the metadata their ExecutorOutput file wrote, e.g. ``span``
   and ``split_names``), named by their record id as KFP names them
@@ -74,14 +76,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving import s3_startup
+
 REPO = Path(__file__).resolve().parents[1]
 # The image's ENV (Dockerfile) that matters to the steps: Keras 2 before TFX imports
-# TensorFlow, oneDNN as in every other run.
+# TensorFlow, oneDNN as in every other run, TF's s3:// registered in every process
+# (serving/s3_startup.py).
 IMAGE_ENV = {
     "PYTHONUNBUFFERED": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
     "TF_USE_LEGACY_KERAS": "1",
     "TF_ENABLE_ONEDNN_OPTS": "1",
+    "MNIST_TFX_TF_S3": "1",
 }
 PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.artifacts\['([^']+)'\]\.metadata\['([^']+)'\]\}\}")
 CLAUSE = re.compile(r'^\s*([A-Za-z_][\w.]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s"]+)\s*$')
@@ -314,8 +320,13 @@ class KfpLauncher:
         self.work_dir = work_dir
         self.record = ArtifactRecord(record or work_dir / "artifact_record.json")
         self.env = {**(env if env is not None else os.environ), **IMAGE_ENV}
+        # The image runs s3_startup.STARTUP_LINE from a .pth file in site-packages; a
+        # venv shared with other tests gets it from a sitecustomize on PYTHONPATH.
+        startup = work_dir / "image-site"
+        startup.mkdir(parents=True, exist_ok=True)
+        (startup / "sitecustomize.py").write_text(s3_startup.STARTUP_LINE + "\n")
         self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p
+            p for p in (str(startup), str(REPO), self.env.get("PYTHONPATH", "")) if p
         )
         self.storage = Storage(s3_client)
         self.python = python

@@ -20,6 +20,8 @@ from pipeline import kubeflow_runner
 from pipeline.beam_runners import beam_pipeline_args
 from pipeline.config import RunConfig
 from pipeline.pipeline import COMPONENT_ORDER, PREPROCESSING_FN, RUN_FN
+from serving import s3_startup
+from tests.kfp_launcher import IMAGE_ENV
 from trainer.hparams import hparams_from_overrides
 
 REPO = Path(__file__).resolve().parents[2]
@@ -334,6 +336,15 @@ def test_dockerfile_builds_the_image_from_the_lock_file(compiled):
     # The entrypoint imports TensorFlow (via TFMA) before any of our packages can
     # select Keras 2, so the image must.
     assert "TF_USE_LEGACY_KERAS=1" in env
+    # TFX's own steps open s3:// roots before our code runs: a .pth file registers TF's
+    # S3 filesystem at every interpreter start (serving/s3_startup.py), and the test
+    # launcher (tests/kfp_launcher.py) sets the same variables as the image.
+    assert f'echo "{s3_startup.STARTUP_LINE}"' in runs and ".pth" in runs
+    assert f"{s3_startup.ENV}=1" in env
+    for name, value in IMAGE_ENV.items():
+        assert f"{name}={value}" in env, name
+    # Beam's S3 filesystem needs boto3, which nothing else in the image pulls in.
+    assert any("boto3" in command for command in installs)
 
     copied = {
         source.rstrip("/")
