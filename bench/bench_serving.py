@@ -40,8 +40,11 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIGNATURE = "predict_pixels_uint8"
-TARGET_IMAGES_PER_S = 2000
-TARGET_P50_RATIO = 3.0
+# Issue 16's targets: 32 clients with batching, REST >= 2,500 and gRPC >= 2,000 images/s,
+# or either within 80 % of the direct batch-of-32 call; REST single-image p50 <= 2x direct.
+TARGET_IMAGES_PER_S = {"rest": 2500, "grpc": 2000}
+TARGET_DIRECT_FRACTION = 0.8
+TARGET_P50_RATIO = 2.0
 
 
 def free_port() -> int:
@@ -83,13 +86,22 @@ def bench_direct(model_dir: Path, image: np.ndarray, count: int) -> dict[str, ob
         started = time.perf_counter()
         {k: v.numpy() for k, v in function(images=single).items()}
         times.append(time.perf_counter() - started)
-    batch = tf.constant(np.repeat(image[None], 32, axis=0))
-    function(images=batch)
+    return {**percentiles(times), "batch32_images_per_s": direct_batch32(function, image)}
+
+
+def direct_batch32(function, image: np.ndarray, seconds: float = 3.0) -> float:
+    """Images/s of back-to-back batch-of-32 calls (input made and output read as a
+    server does). Measured before and after the servers: on a shared machine the
+    reference moves with the load, and the servers are compared with its mean."""
+    import tensorflow as tf
+
+    batch = np.repeat(image[None], 32, axis=0)
+    function(images=tf.constant(batch))
     started, done = time.perf_counter(), 0
-    while time.perf_counter() - started < 3:
-        {k: v.numpy() for k, v in function(images=batch).items()}
+    while time.perf_counter() - started < seconds:
+        {k: v.numpy() for k, v in function(images=tf.constant(batch)).items()}
         done += 32
-    return {**percentiles(times), "batch32_images_per_s": done / (time.perf_counter() - started)}
+    return done / (time.perf_counter() - started)
 
 
 # --- the load generator (its own process) -------------------------------------------
@@ -351,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_average(),
     }
     figures["direct"] = bench_direct(model_dir, image, args.requests)
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(model_dir)).signatures[SIGNATURE]
     for batching in (True, False):
         mode = "batching_on" if batching else "batching_off"
         server = Server(args.base_path, args.model_name, batching, Path(f"/tmp/bench-{mode}.log"))
@@ -359,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             figures[mode] = run_load_generator(server, args)
         finally:
             server.stop()
+    figures["direct"]["batch32_end_images_per_s"] = direct_batch32(function, image)
     figures["load_average_end"] = load_average()
     print(format_figures(figures, args.clients))
     if args.json:
@@ -378,7 +394,8 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
         "gRPC: grpc.aio, one channel",
         f"direct call (in process, {SIGNATURE}, 1 image): p50 {direct['p50_ms']:.2f} ms, "
         f"p99 {direct['p99_ms']:.2f} ms; "
-        f"batch of 32: {direct['batch32_images_per_s']:,.0f} images/s",
+        f"batch of 32: {direct['batch32_images_per_s']:,.0f} images/s before the servers, "
+        f"{direct.get('batch32_end_images_per_s', float('nan')):,.0f} after",
         "",
         "| server | API | p50 ms | p99 ms | p50 / direct | "
         + " | ".join(f"{c} clients img/s" for c in clients)
@@ -396,8 +413,21 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
                 f"{row.get(f'c{most}_server_cpu_ms', float('nan')):.2f} + "
                 f"{row[f'c{most}_client_cpu_ms']:.2f} |"
             )
-    best = max(figures["batching_on"][api][f"c{most}_images_per_s"] for api in ("rest", "grpc"))
     rest = figures["batching_on"]["rest"]
+    reference = float(
+        np.mean([direct["batch32_images_per_s"], direct.get("batch32_end_images_per_s", np.nan)])
+    )
+    if np.isnan(reference):
+        reference = direct["batch32_images_per_s"]
+    verdicts = []
+    for api in ("rest", "grpc"):
+        rate = figures["batching_on"][api][f"c{most}_images_per_s"]
+        met = rate >= TARGET_IMAGES_PER_S[api] or rate >= TARGET_DIRECT_FRACTION * reference
+        verdicts.append(
+            f"{api.upper() if api == 'rest' else 'gRPC'} {rate:,.0f} "
+            f"(>= {TARGET_IMAGES_PER_S[api]:,}, or {rate / reference:.0%} of direct "
+            f"batch-of-32 >= {TARGET_DIRECT_FRACTION:.0%}) -> " + ("met" if met else "NOT met")
+        )
     cpu_ms = rest.get(f"c{most}_server_cpu_ms", float("nan")) + rest[f"c{most}_client_cpu_ms"]
     lines += [
         "",
@@ -405,10 +435,8 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
         f"generator), so {figures['cpus']} otherwise idle CPUs could answer at most "
         f"{figures['cpus'] * 1000 / cpu_ms:,.0f} images/s (a bound from the measured CPU "
         "time, not a measurement)",
-        f"target: {most} clients with batching >= {TARGET_IMAGES_PER_S:,} images/s: "
-        f"REST {rest[f'c{most}_images_per_s']:,.0f}, "
-        f"gRPC {figures['batching_on']['grpc'][f'c{most}_images_per_s']:,.0f} -> "
-        + ("met" if best >= TARGET_IMAGES_PER_S else "NOT met"),
+        f"target: {most} clients with batching (direct batch-of-32 mean {reference:,.0f} "
+        "images/s): " + "; ".join(verdicts),
         f"target: REST single-image p50 <= {TARGET_P50_RATIO:g}x the direct call: "
         f"{rest['p50_ms'] / direct['p50_ms']:.2f}x -> "
         + ("met" if rest["p50_ms"] <= TARGET_P50_RATIO * direct["p50_ms"] else "NOT met"),
