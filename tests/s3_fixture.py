@@ -143,11 +143,11 @@ class S3Server:
 
 
 def run_python(
-    code: str, env: dict[str, str], timeout: float = 300.0
+    code: str, env: dict[str, str], timeout: float = 300.0, args: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
-    """``python -c code`` in the repository with ``env``; output captured as text."""
+    """``python -c code *args`` in the repository with ``env``; output captured as text."""
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         cwd=REPO,
         env=env,
         capture_output=True,

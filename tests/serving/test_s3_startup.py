@@ -7,13 +7,12 @@ only what TFX's own steps do: import TensorFlow, then use ``tf.io.gfile``.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from serving import s3_startup
-from tests.s3_fixture import REPO, S3Server
+from tests.s3_fixture import REPO, S3Server, run_python
 
 # What ExampleGen's driver or StatisticsGen does first with an s3:// root: nothing of
 # ours is imported.
@@ -41,26 +40,19 @@ def site(tmp_path):
     return tmp_path
 
 
-def run(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-
-
 def hooked_env(s3: S3Server, site, flag: str = "1") -> dict[str, str]:
     return {**s3.env(), "PYTHONPATH": f"{site}:{REPO}", s3_startup.ENV: flag}
 
 
 def test_a_tfx_like_process_reads_and_writes_s3_and_keeps_its_exit_status(s3, site):
     url = s3.url("root", "ExampleGen_1", "examples")
-    proc = run(TFX_STEP_LIKE, hooked_env(s3, site), url, "0")
+    proc = run_python(TFX_STEP_LIKE, hooked_env(s3, site), args=(url, "0"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LISTED ['part-0']" in proc.stdout
     assert "root/ExampleGen_1/examples/part-0" in s3.objects("root/")
     # tensorflow-io aborts at exit after S3 use ("pure virtual method called", 134)
     # unless the exit guard runs: a failing step must still report its own status.
-    proc = run(TFX_STEP_LIKE, hooked_env(s3, site), s3.url("root", "failing"), "3")
+    proc = run_python(TFX_STEP_LIKE, hooked_env(s3, site), args=(s3.url("root", "failing"), "3"))
     assert proc.returncode == 3, (proc.returncode, proc.stderr[-3000:])
     assert "pure virtual method called" not in proc.stderr
 
@@ -68,7 +60,9 @@ def test_a_tfx_like_process_reads_and_writes_s3_and_keeps_its_exit_status(s3, si
 def test_without_the_hook_tensorflow_has_no_s3(s3, site):
     """What the hook is for: the same process with the hook off fails as a TFX step
     on an s3:// root fails in an image without it."""
-    proc = run(TFX_STEP_LIKE, hooked_env(s3, site, flag="0"), s3.url("root", "off"), "0")
+    proc = run_python(
+        TFX_STEP_LIKE, hooked_env(s3, site, flag="0"), args=(s3.url("root", "off"), "0")
+    )
     assert proc.returncode != 0
     assert "File system scheme 's3' not implemented" in proc.stderr, proc.stderr[-3000:]
 
@@ -77,7 +71,7 @@ def test_a_process_that_never_imports_tensorflow_loads_nothing(s3, site):
     code = (
         "import sys; print(sorted(m for m in ('tensorflow', 'tensorflow_io') if m in sys.modules))"
     )
-    proc = run(code, hooked_env(s3, site))
+    proc = run_python(code, hooked_env(s3, site))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
