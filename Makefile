@@ -14,8 +14,18 @@ PYTHON310 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.10*/bin/python3.
 	if "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
 	echo "$$p"; break; fi; done)
 STAMP := $(VENV)/.installed
+# Airflow 3 lives in its own environment (docs/orchestrators.md, Airflow): TFX 1.16 caps
+# Airflow below 3. Airflow 3.1 takes Python 3.10-3.13; 3.11 is Debian 12's own python3, so
+# no pyenv build is needed for it. Found like 3.10.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+PYTHON311 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.11*/bin/python3.11 2>/dev/null) \
+	$$(command -v python3.11 2>/dev/null) /usr/bin/python3.11 /usr/local/bin/python3.11; do \
+	if "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then \
+	echo "$$p"; break; fi; done)
 
 .PHONY: setup browser run test test-fast reproduce bench bench-beam bench-serving lint format lock kubeflow airflow clean-output
+.PHONY: airflow-setup lock-airflow
 
 setup: $(STAMP)
 
@@ -23,8 +33,19 @@ $(STAMP): requirements.lock setup.py
 	@if [ -z "$(PYTHON310)" ]; then echo "error: python3.10 not found (TFX 1.16 needs Python 3.10); install it or pass PYTHON310=/path/to/python3.10" >&2; exit 1; fi
 	@if [ ! -x $(PY) ]; then echo "creating $(VENV) with $(PYTHON310)"; $(PYTHON310) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check "pip==24.2"
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,airflow,kfp,objectstore]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,kfp,objectstore]"
 	@touch $(STAMP)
+
+## make airflow-setup: Airflow 3 in .venv-airflow (Python 3.11), pinned by requirements-airflow.lock.
+## The project's .venv is untouched: the DAG's tasks run `mnist-tfx run-node` there.
+airflow-setup: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): requirements-airflow.lock
+	@if [ -z "$(PYTHON311)" ]; then echo "error: python3.11 not found (Airflow 3 runs in its own environment, .venv-airflow, on Python 3.11); install it or pass PYTHON311=/path/to/python3.11" >&2; exit 1; fi
+	@if [ ! -x $(AIRFLOW_VENV)/bin/python ]; then echo "creating $(AIRFLOW_VENV) with $(PYTHON311)"; $(PYTHON311) -m venv $(AIRFLOW_VENV); fi
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip==24.2"
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-airflow.lock
+	@touch $(AIRFLOW_STAMP)
 
 ## make run: set up, fetch MNIST, convert it, run the whole pipeline, print the summary.
 run: setup
@@ -43,7 +64,7 @@ browser:
 ## TEST_WORKERS=0 runs in this process; the slowest tests are listed at the end.
 TEST_WORKERS ?= auto
 PYTEST_PAR := -n $(TEST_WORKERS) --dist loadfile --durations=25
-test: setup browser lint
+test: setup airflow-setup browser lint
 	$(PY) -m pytest tests $(PYTEST_PAR) $(ARGS)
 
 test-fast: setup
@@ -93,20 +114,22 @@ kubeflow: setup
 	$(PY) -m pipeline.kubeflow_runner --image "$(IMAGE)" --pipeline-root "$(PIPELINE_ROOT)" \
 		--data-root "$(DATA_ROOT)" --serving-model-dir "$(SERVING_MODEL_DIR)" --dataset $(DATASET) $(ARGS)
 
-## make airflow: convert the data, then Airflow (scheduler + web UI on localhost:8080, SQLite,
-## state in .airflow/) with the pipeline's DAG from dags/; see docs/orchestrators.md, Airflow.
-## `standalone` starts `airflow scheduler` etc. from PATH, hence the venv's bin first. Importing
-## TFX takes 10-20 s, which on a busy machine nears Airflow's 30 s DAG import timeout.
-airflow: setup
+## make airflow: convert the data, then Airflow 3 standalone (API server and UI on
+## localhost:8080, scheduler, DAG processor, triggerer; SQLite; state in .airflow/) from
+## .venv-airflow with dags/mnist_tfx_airflow.py; each task runs one pipeline node in .venv.
+## Every user is admin (simple auth manager, localhost only). docs/orchestrators.md, Airflow.
+airflow: setup airflow-setup
 	$(CLI) convert --dataset $(DATASET)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH \
 	AIRFLOW_HOME=$(CURDIR)/.airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
 	AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=300 \
-	AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT=600 \
+	AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT=600 \
+	MNIST_TFX_PROJECT_VENV=$(CURDIR)/$(VENV) \
 	MNIST_TFX_DATASET=$(DATASET) \
-	$(VENV)/bin/airflow standalone
+	$(AIRFLOW_VENV)/bin/airflow standalone
 
 ## make lint: ruff (style) and lint-imports (the layering contracts in pyproject.toml).
 lint: setup
@@ -123,9 +146,18 @@ format: setup
 lock:
 	rm -rf /tmp/mnist-tfx-lock && $(PYTHON310) -m venv /tmp/mnist-tfx-lock
 	/tmp/mnist-tfx-lock/bin/pip install --quiet uv
-	/tmp/mnist-tfx-lock/bin/uv pip compile setup.py --extra dev --extra airflow --extra kfp --extra objectstore \
+	/tmp/mnist-tfx-lock/bin/uv pip compile setup.py --extra dev --extra kfp --extra objectstore \
 		-c constraints.txt --python-version 3.10 \
 		--python-platform x86_64-manylinux_2_36 --no-header --no-annotate -o requirements.lock
+
+## make lock-airflow: re-resolve requirements-airflow.lock from requirements-airflow.in for
+## .venv-airflow (Python 3.11), with uv as `make lock` does.
+lock-airflow:
+	@if [ -z "$(PYTHON311)" ]; then echo "error: python3.11 not found; pass PYTHON311=/path/to/python3.11" >&2; exit 1; fi
+	rm -rf /tmp/mnist-tfx-lock-airflow && $(PYTHON311) -m venv /tmp/mnist-tfx-lock-airflow
+	/tmp/mnist-tfx-lock-airflow/bin/pip install --quiet uv
+	/tmp/mnist-tfx-lock-airflow/bin/uv pip compile requirements-airflow.in --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_36 --no-header --no-annotate -o requirements-airflow.lock
 
 clean-output:
 	rm -rf tfx_output serving_model

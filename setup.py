@@ -53,9 +53,9 @@ setup(
             # a local S3 endpoint (moto_server) for the object-store publishing tests
             "moto[server]",
         ],
-        # The scheduled orchestrator (pipeline/airflow_dag.py). Airflow 2.x: TFX 1.16's
-        # AirflowDagRunner predates Airflow 3.
-        "airflow": ["apache-airflow>=2.9,<3"],
+        # No Airflow extra: Airflow 3 runs in its own environment (.venv-airflow, pinned by
+        # requirements-airflow.lock) and starts the pipeline's nodes in this one through
+        # `mnist-tfx run-node` (docs/orchestrators.md, Airflow).
         # Compiling for Kubeflow Pipelines v2 / Vertex (pipeline/kubeflow_runner.py).
         "kfp": ["kfp>=2,<3", "kfp-pipeline-spec>=0.2.2"],
         # s3:// roots and serving base paths (serving/object_store.py): tensorflow-io

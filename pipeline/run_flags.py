@@ -1,8 +1,8 @@
 """The flags that define a pipeline run, and the ``RunConfig`` they make.
 
 Shared by the three entry points of a run: ``mnist-tfx run`` (``cli/commands/run.py``),
-the Airflow DAG (``pipeline/airflow_dag.py`` parses ``MNIST_TFX_*`` with
-``build_run_parser``) and the Kubeflow compiler (``pipeline/kubeflow_runner.py``).
+the Airflow 3 DAG (``dags/mnist_tfx_airflow.py`` passes them to ``mnist-tfx
+airflow-plan`` and ``run-node``) and the Kubeflow compiler (``pipeline/kubeflow_runner.py``).
 The other ``mnist-tfx`` commands use the groups they need. Nothing in ``pipeline/``
 imports ``cli/``: the command line is the top layer.
 """
@@ -136,7 +136,7 @@ def add_runner(parser: argparse.ArgumentParser) -> None:
         choices=("local",),
         default="local",
         help="local: LocalDagRunner in this process (the only runner `run` starts). The same "
-        "pipeline runs on Airflow through pipeline/airflow_dag.py (make airflow) and is "
+        "pipeline runs on Airflow 3 through dags/mnist_tfx_airflow.py (make airflow) and is "
         "compiled for Kubeflow Pipelines v2 / Vertex by python -m pipeline.kubeflow_runner",
     )
 

@@ -55,6 +55,16 @@ COMMANDS: dict[str, CommandInfo] = {
         "make an earlier pushed version current again (as a new, higher version)",
         ("serving_root",),
     ),
+    "airflow-plan": CommandInfo(
+        "cli.commands.airflow_plan",
+        "the pipeline's nodes and edges as JSON, for the Airflow 3 DAG",
+        ("output_root",),
+    ),
+    "run-node": CommandInfo(
+        "cli.commands.run_node",
+        "run one node of the pipeline within a given pipeline run (an Airflow task)",
+        ("output_root", "data_dir", "serving_root"),
+    ),
     "serve": CommandInfo(
         "cli.commands.serve", "serve pushed models over TF Serving's REST and gRPC APIs"
     ),

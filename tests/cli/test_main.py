@@ -96,7 +96,7 @@ def test_run_takes_the_local_runner_and_names_the_others(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--help"])
     run_help = capsys.readouterr().out
-    assert "pipeline/airflow_dag.py" in run_help and "pipeline.kubeflow_runner" in run_help
+    assert "dags/mnist_tfx_airflow.py" in run_help and "pipeline.kubeflow_runner" in run_help
 
 
 def test_summary_without_a_run_says_so(tmp_path, capsys):
