@@ -40,9 +40,18 @@ $(STAMP): requirements.lock setup.py
 ## The project's .venv is untouched: the DAG's tasks run `mnist-tfx run-node` there.
 airflow-setup: $(AIRFLOW_STAMP)
 
+# Debian 12's python3.11 may lack venv (python3.11-venv): installed from Debian then,
+# as root or through sudo, unless PYTHON311 was given on the command line.
 $(AIRFLOW_STAMP): requirements-airflow.lock
-	@if [ -z "$(PYTHON311)" ]; then echo "error: python3.11 not found (Airflow 3 runs in its own environment, .venv-airflow, on Python 3.11); install it or pass PYTHON311=/path/to/python3.11" >&2; exit 1; fi
-	@if [ ! -x $(AIRFLOW_VENV)/bin/python ]; then echo "creating $(AIRFLOW_VENV) with $(PYTHON311)"; $(PYTHON311) -m venv $(AIRFLOW_VENV); fi
+	@p="$(PYTHON311)"; \
+	if [ -z "$$p" ] || ! "$$p" -c 'import ensurepip' 2>/dev/null; then \
+	  if [ "$(origin PYTHON311)" = "command line" ]; then echo "error: python3.11 not found (Airflow 3 runs in its own environment, .venv-airflow, on Python 3.11); install it or pass PYTHON311=/path/to/python3.11" >&2; exit 1; fi; \
+	  echo "installing Debian's python3.11 and python3.11-venv for $(AIRFLOW_VENV)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3.11 python3.11-venv; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq python3.11 python3.11-venv; fi \
+	  || { echo "error: python3.11 with venv not found and apt-get could not install python3.11-venv (Airflow 3 runs in its own environment, .venv-airflow, on Python 3.11); install it or pass PYTHON311=/path/to/python3.11" >&2; exit 1; }; \
+	  p=/usr/bin/python3.11; fi; \
+	if [ ! -x $(AIRFLOW_VENV)/bin/python ]; then echo "creating $(AIRFLOW_VENV) with $$p"; "$$p" -m venv $(AIRFLOW_VENV); fi
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip==24.2"
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-airflow.lock
 	@touch $(AIRFLOW_STAMP)

@@ -28,9 +28,11 @@ RUN_FN = "trainer.task.run_fn"
 LABEL_KEY = "label"
 PREDICTION_KEY = "probabilities"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
-# Node ids of the baseline resolver: the served model (every runner but Kubeflow's),
-# or the latest blessed model (Kubeflow, whose compiler takes no custom strategy).
+# Node ids of the baseline resolvers: the served model for the Evaluator and for the
+# data validator (every runner but Kubeflow's), or one latest-blessed-model resolver
+# for both (Kubeflow, whose compiler takes no custom strategy).
 SERVED_BASELINE_RESOLVER = "served_model_resolver"
+SERVED_DATA_BASELINE_RESOLVER = "served_model_data_resolver"
 BLESSED_BASELINE_RESOLVER = "latest_blessed_model_resolver"
 
 COMPONENT_ORDER = (
@@ -187,14 +189,24 @@ def create_pipeline(
     # that published it: the baseline the candidate must not fall below, and whose
     # training data this run's data is checked against. Not the latest *blessed*
     # model, which a run killed before its push would make the bar
-    # (components/served_model/resolver.py).
+    # (components/served_model/resolver.py). One resolver per consumer, each seeing
+    # what its consumer checks: when the served model's own run already checked
+    # exactly that (same examples, same model), the consumer gets the baseline it had
+    # then, so a run with nothing new is answered from TFX's cache end to end.
     if served_baseline:
-        baseline_resolver = tfx.dsl.Resolver(
+        data_baseline_resolver = tfx.dsl.Resolver(
             strategy_class=ServedModelStrategy,
-            config={"serving_model_dir": paths.serving_model_dir},
+            config={
+                "serving_model_dir": paths.serving_model_dir,
+                "consumer": "ExampleValidator",
+                "candidate_input": "examples",
+            },
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
             pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
-        ).with_id(SERVED_BASELINE_RESOLVER)
+            candidate=example_gen.outputs["examples"],
+        ).with_id(SERVED_DATA_BASELINE_RESOLVER)
+        # Declared here, wired to the Trainer's model below.
+        baseline_resolver = None
     else:
         # Kubeflow's V2 compiler takes only TFX's built-in strategies: there the
         # baseline stays the latest blessed model (docs/orchestrators.md).
@@ -203,6 +215,7 @@ def create_pipeline(
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
             model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
         ).with_id(BLESSED_BASELINE_RESOLVER)
+        data_baseline_resolver = baseline_resolver
     # Anomalies against the schema the baseline was trained under, and drift of the
     # training data against the baseline's (components/data_validator/executor.py). Stops the
     # run on either: Transform waits for it.
@@ -210,7 +223,7 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
         examples=example_gen.outputs["examples"],
-        baseline_model=baseline_resolver.outputs["model"],
+        baseline_model=data_baseline_resolver.outputs["model"],
         max_drift=settings.drift.max_drift,
         max_label_drift=settings.drift.max_label_drift,
         code_fingerprint=code_prints.get("ExampleValidator", ""),
@@ -247,6 +260,18 @@ def create_pipeline(
             "code_fingerprint": training.code_fingerprint,
         },
     )
+    if baseline_resolver is None:
+        baseline_resolver = tfx.dsl.Resolver(
+            strategy_class=ServedModelStrategy,
+            config={
+                "serving_model_dir": paths.serving_model_dir,
+                "consumer": "Evaluator",
+                "candidate_input": "model",
+            },
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
+            candidate=trainer.outputs["model"],
+        ).with_id(SERVED_BASELINE_RESOLVER)
     # Accuracy overall and per class on the test split, against the floors and the
     # baseline; blesses the model or not.
     evaluator = tfx.components.Evaluator(
@@ -298,10 +323,12 @@ def create_pipeline(
             *([span_resolver] if span_resolver else []),
             statistics_gen,
             schema_gen,
-            baseline_resolver,
+            *([data_baseline_resolver] if served_baseline else []),
+            *([] if served_baseline else [baseline_resolver]),
             example_validator,
             transform,
             trainer,
+            *([baseline_resolver] if served_baseline else []),
             evaluator,
             pusher,
             evaluation_report,

@@ -50,6 +50,9 @@ class RunSummary:
     pushed_path: str | None = None
     # The blessed model was already the newest version, so no copy was published.
     push_reused_version: bool = False
+    # The Pusher was answered from TFX's cache: the push is an earlier run's, this run
+    # published nothing.
+    push_cached: bool = False
     training: dict[str, Any] | None = None
     class_names: list[str] = field(default_factory=list)
     wall_seconds: float | None = None
@@ -268,6 +271,7 @@ def summarize_run(
             summary.pushed_version = custom_property(pushed, "pushed_version")
             summary.pushed_path = custom_property(pushed, "pushed_destination")
             summary.push_reused_version = bool(custom_property(pushed, "reused_version"))
+            summary.push_cached = execution.last_known_state == metadata_store_pb2.Execution.CACHED
         if "report" in outputs:
             from components.evaluation_report.executor import report_html_path
 
@@ -305,7 +309,12 @@ def format_summary(summary: RunSummary, dataset: str) -> str:
     lines.append(f"evaluator: {blessing}")
     for failure in summary.gate_failures:
         lines.append(f"  failed: {failure}")
-    if summary.pushed and summary.push_reused_version:
+    if summary.pushed and summary.push_cached:
+        lines.append(
+            f"pushed: nothing new; Pusher cached, version {summary.pushed_version} at "
+            f"{summary.pushed_path} is an earlier run's push of this model"
+        )
+    elif summary.pushed and summary.push_reused_version:
         lines.append(
             f"pushed: nothing new; version {summary.pushed_version} at {summary.pushed_path} "
             "already serves this model"
@@ -317,10 +326,11 @@ def format_summary(summary: RunSummary, dataset: str) -> str:
     if summary.report_path:
         lines.append(f"report: {Path(summary.report_path).resolve().as_uri()}")
     lines.append("component times (from ML Metadata):")
+    width = max([18, *(len(c.name) for c in summary.components)])
     for component in summary.components:
-        lines.append(f"  {component.name:<18} {component.state:<9} {component.seconds:7.1f} s")
+        lines.append(f"  {component.name:<{width}} {component.state:<9} {component.seconds:7.1f} s")
     total = sum(c.seconds for c in summary.components)
-    lines.append(f"  {'sum':<18} {'':<9} {total:7.1f} s")
+    lines.append(f"  {'sum':<{width}} {'':<9} {total:7.1f} s")
     if summary.wall_seconds is not None:
         lines.append(f"wall time of the whole command: {summary.wall_seconds:.1f} s")
     return "\n".join(lines)

@@ -6,11 +6,11 @@ running its node in the project's ``.venv`` through ``mnist-tfx run-node``.
 Run 1: a local run (this test process) holds the ML Metadata store while the Pusher's
 task starts: that task fails with the store's one-line message, nothing is pushed, and
 its retry re-runs the Pusher alone; then every task has succeeded and a version is
-pushed. Run 2 on the same data: as with the local runner (tests/pipeline/
-test_pipeline_e2e.py), the components whose input is the served model (now run 1's)
-re-evaluate and the rest is cached; nothing new is pushed. Run 3: every component
-cached, nothing pushed. Run 4 after a new span is ingested: trains and pushes. Run 5
-with a wrong project venv: the tasks fail with its message. ``mnist-tfx summary`` and
+pushed. Run 2 on the same data: every component cached (the served model's own run
+already checked these examples and this model, so the baseline resolvers hand back
+the baselines of those checks, as under the local runner), nothing pushed. Run 3 after
+a new span is ingested: trains and pushes. Run 4 with a wrong project venv: the first
+task fails with its message, the rest never start. ``mnist-tfx summary`` and
 ``versions`` read these runs from ML Metadata like local ones.
 """
 
@@ -42,26 +42,24 @@ DATASET = "mnist"
 DAG_ID = f"{DATASET}_cnn"  # the pipeline's name
 NODES = [
     "ExampleGen",
-    "served_model_resolver",
     "StatisticsGen",
+    "served_model_data_resolver",
     "SchemaGen",
     "ExampleValidator",
     "Transform",
     "Trainer",
+    "served_model_resolver",
     "Evaluator",
     "Pusher",
     "EvaluationReport",
 ]
 # One epoch on the fixture; loose gates: a trained model only has to beat chance (10 %),
-# and run 3's model, trained on other data, need not beat the served one.
+# and run 3's model, trained on less data, need not beat the served one.
 RUN_ARGS = (
     f"--source {FIXTURES / DATASET} --epochs 1 --batch-size 50 --min-accuracy 0.2 "
     "--min-class-accuracy 0 --max-accuracy-drop 1"
 )
 TIMEOUT_S = 3600
-# New inputs on run 2: run 1's model became the baseline of the ExampleValidator and
-# the Evaluator; the Pusher and the report follow the Evaluator.
-RE_EVALUATED = ("ExampleValidator", "Evaluator", "Pusher", "EvaluationReport")
 WORK = [n for n in NODES if not n.endswith("_resolver")]
 
 
@@ -105,7 +103,7 @@ class _StoreHeldDuringPusher(threading.Thread):
 
 @pytest.fixture(scope="module")
 def airflow_runs(tmp_path_factory):
-    """The five runs, in order, on one Airflow home, data root and output root."""
+    """The four runs, in order, on one Airflow home, data root and output root."""
     require_airflow()
     root = tmp_path_factory.mktemp("airflow3")
     env = airflow_env(
@@ -149,7 +147,6 @@ def airflow_runs(tmp_path_factory):
         holder.join(timeout=30)
     runs["holder"] = holder
     runs["second"] = dags_test("run2", "2024-06-02", env)
-    runs["cached"] = dags_test("run3", "2024-06-03", env)
     proc = run_cli(
         "ingest",
         "--dataset",
@@ -163,13 +160,13 @@ def airflow_runs(tmp_path_factory):
         cwd=root,
     )
     assert proc.returncode == 0, fail_text(proc)
-    runs["third"] = dags_test("run4", "2024-06-04", env)
+    runs["third"] = dags_test("run3", "2024-06-03", env)
     # The cached plan stays current even if pipeline/*.py was edited meanwhile, so the
     # DAG parses and the tasks meet the wrong venv.
     for plan in (home / "mnist_tfx").glob("plan-*.json"):
         os.utime(plan)
     bad_venv = dict(env, MNIST_TFX_PROJECT_VENV=str(root / "no-such-venv"), MNIST_TFX_RETRIES="0")
-    runs["bad_venv"] = dags_test("run5", "2024-06-05", bad_venv)
+    runs["bad_venv"] = dags_test("run4", "2024-06-04", bad_venv)
     return runs
 
 
@@ -239,29 +236,18 @@ def test_first_run_is_one_pipeline_run_in_ml_metadata(airflow_runs):
     assert components == sorted((node, "COMPLETE") for node in NODES)
 
 
-def test_second_run_reevaluates_against_the_served_model_and_pushes_nothing_new(airflow_runs):
+def test_second_run_caches_every_component_and_pushes_nothing(airflow_runs):
     second = airflow_runs["second"]
     _succeeded(second)
     assert second["code"] == 0
     assert {s["try"] for s in second["states"].values()} == {1}
     components = dict(_run_components(airflow_runs, second["run_id"]))
-    assert {n: components[n] for n in WORK} == {
-        n: "COMPLETE" if n in RE_EVALUATED else "CACHED" for n in WORK
-    }
-    assert second["versions"] == airflow_runs["first"]["versions"]
-    # The Pusher found the blessed model already served: no copy was published.
-    pushed = _pushed_model(airflow_runs, second["run_id"])
-    assert pushed["reused_version"] == 1
-    assert pushed["pushed_version"] == airflow_runs["first"]["versions"][0]
-
-
-def test_third_run_caches_every_component_and_pushes_nothing(airflow_runs):
-    cached = airflow_runs["cached"]
-    _succeeded(cached)
-    assert cached["code"] == 0
-    components = dict(_run_components(airflow_runs, cached["run_id"]))
     assert {n: components[n] for n in WORK} == dict.fromkeys(WORK, "CACHED")
-    assert cached["versions"] == airflow_runs["first"]["versions"]
+    assert second["versions"] == airflow_runs["first"]["versions"]
+    # The cached Pusher's output is run 1's push: the same version, nothing copied.
+    pushed = _pushed_model(airflow_runs, second["run_id"])
+    assert pushed["pushed_version"] == airflow_runs["first"]["versions"][0]
+    assert pushed == _pushed_model(airflow_runs, airflow_runs["first"]["run_id"])
 
 
 def test_third_run_after_a_new_span_trains_and_pushes(airflow_runs):
@@ -284,7 +270,7 @@ def test_summary_and_versions_commands_read_the_airflow_runs(airflow_runs):
     paths = ["--dataset", DATASET, "--output-root", str(root / "out")]
     proc = run_cli("summary", *paths, cwd=root)
     assert proc.returncode == 0, fail_text(proc)
-    # The latest run is run 4's: run 5 launched no node, so ML Metadata has no run 5.
+    # The latest run is run 3's: run 4 launched no node, so ML Metadata has no run 4.
     third = airflow_runs["third"]
     assert f"pipeline {DAG_ID} (dataset {DATASET}), run {third['run_id']}" in proc.stdout
     assert f"pushed: version {third['versions'][-1]} at " in proc.stdout
@@ -299,8 +285,8 @@ def test_summary_and_versions_commands_read_the_airflow_runs(airflow_runs):
 def test_a_wrong_project_venv_fails_the_tasks_with_its_path(airflow_runs):
     bad = airflow_runs["bad_venv"]
     states = {task: s["state"] for task, s in bad["states"].items()}
-    assert states["ExampleGen"] == "failed" and states["served_model_resolver"] == "failed"
-    assert {states[n] for n in NODES[2:]} == {"upstream_failed"}, states
+    assert states["ExampleGen"] == "failed"
+    assert {states[n] for n in NODES[1:]} == {"upstream_failed"}, states
     missing = airflow_runs["root"] / "no-such-venv" / "bin" / "python"
     assert f"project venv python not found: {missing} (set MNIST_TFX_PROJECT_VENV" in (
         bad["log"].read_text(errors="replace")

@@ -144,17 +144,23 @@ def test_same_settings_as_the_local_runner(tmp_path):
     )
     local = build_pipeline(config, tmp_path / "tfrecords")
     kubeflow = _build(config)
-    # Kubeflow's compiler takes only TFX's own resolver strategies, so there the gate's
-    # baseline is the latest blessed model; locally it is the served one. Same place.
-    assert [node.id for node in kubeflow.components] == [
-        RESOLVER if node.id == "served_model_resolver" else node.id for node in local.components
+    # Kubeflow's compiler takes only TFX's own resolver strategies, so there one
+    # latest-blessed-model resolver serves the validator and the gate; locally two
+    # served-model resolvers do (one before each). The other nodes are the same.
+    local_resolvers = ("served_model_data_resolver", "served_model_resolver")
+    kubeflow_ids = [node.id for node in kubeflow.components]
+    assert kubeflow_ids.index(RESOLVER) < kubeflow_ids.index("ExampleValidator")
+    assert [i for i in kubeflow_ids if i != RESOLVER] == [
+        node.id for node in local.components if node.id not in local_resolvers
     ]
     assert kubeflow.beam_pipeline_args == local.beam_pipeline_args
     assert kubeflow.enable_cache is local.enable_cache is False
     paths = {("ExampleGen", "input_base"), ("Pusher", "push_destination")}
-    for mine, theirs in zip(kubeflow.components, local.components, strict=True):
-        if mine.id == RESOLVER:
-            continue
+    for mine, theirs in zip(
+        [n for n in kubeflow.components if n.id != RESOLVER],
+        [n for n in local.components if n.id not in local_resolvers],
+        strict=True,
+    ):
         for name, value in theirs.exec_properties.items():
             if (mine.id, name) not in paths:
                 assert mine.exec_properties[name] == value, (mine.id, name)

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 THIS_MODULE = "tests.pipeline.test_metadata_config_mysql"
 DATASET = "mnist"
 PIPELINE_NAME = "mnist_cnn"
-RESOLVER = "served_model_resolver"
+RESOLVERS = ("served_model_data_resolver", "served_model_resolver")
 EXIT_BUSY = 4
 
 
@@ -373,7 +373,7 @@ def test_every_component_ran_once_with_its_metadata_in_mysql(twin_runs):
     store = open_metadata_store(twin_runs.config)
     assert [c.name for c in store.get_contexts_by_type("pipeline")] == [PIPELINE_NAME]
     assert len(store.get_contexts_by_type("pipeline_run")) == 1
-    for component in (*COMPONENT_ORDER, RESOLVER):
+    for component in (*COMPONENT_ORDER, *RESOLVERS):
         node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{component}")
         assert node is not None, component
         executions = store.get_executions_by_context(node.id)
@@ -443,7 +443,7 @@ def test_run_summary_reads_the_same_from_mysql_as_from_sqlite(twin_runs, both_su
     assert 0.4 <= on_mysql.accuracy <= 1.0
     serving = twin_runs.serving_dir(twin_runs.mysql_root).resolve()
     assert on_mysql.pushed_path == str(serving / on_mysql.pushed_version)
-    assert {c.name for c in on_mysql.components} == {*COMPONENT_ORDER, RESOLVER}
+    assert {c.name for c in on_mysql.components} == {*COMPONENT_ORDER, *RESOLVERS}
 
 
 def _lineage_ids(store, ids: dict[str, int]) -> dict[str, str]:

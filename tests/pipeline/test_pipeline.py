@@ -38,11 +38,26 @@ def _pipeline(tmp_path: Path, fingerprint: str = ""):
 def test_components_in_order_with_the_baseline_resolver(tmp_path):
     pipeline = _pipeline(tmp_path)
     ids = [c.id for c in pipeline.components]
-    assert [i for i in ids if i != "served_model_resolver"] == list(COMPONENT_ORDER)
+    resolvers = ("served_model_data_resolver", "served_model_resolver")
+    assert [i for i in ids if i not in resolvers] == list(COMPONENT_ORDER)
+    # Each resolver right before its consumer: the data one needs ExampleGen's
+    # examples, the Evaluator's the Trainer's model (its candidates).
+    assert ids.index("ExampleGen") < ids.index(resolvers[0]) < ids.index("ExampleValidator")
+    assert ids.index("Trainer") < ids.index(resolvers[1]) < ids.index("Evaluator")
     evaluator = pipeline.components[ids.index("Evaluator")]
+    validator = pipeline.components[ids.index("ExampleValidator")]
     # The gate's bar is the model being served, not the latest blessed one.
-    assert evaluator.inputs["baseline_model"].producer_component_id == "served_model_resolver"
+    assert evaluator.inputs["baseline_model"].producer_component_id == resolvers[1]
+    assert validator.inputs["baseline_model"].producer_component_id == resolvers[0]
     assert evaluator.inputs["model"].producer_component_id == "Trainer"
+    by_id = {c.id: c for c in pipeline.components}
+    for resolver, consumer, key, producer in (
+        (resolvers[0], "ExampleValidator", "examples", "ExampleGen"),
+        (resolvers[1], "Evaluator", "model", "Trainer"),
+    ):
+        config = by_id[resolver].exec_properties["source_uri"]
+        assert (config["consumer"], config["candidate_input"]) == (consumer, key)
+        assert producer in {n.id for n in by_id[resolver].upstream_nodes}, resolver
     assert pipeline.enable_cache is True
     assert pipeline.beam_pipeline_args == ["--direct_num_workers=1"]
 

@@ -28,6 +28,8 @@ from serving.publish import ROLLBACK_LOG, TEMP_PREFIX, list_versions, rollback
 
 # ---------------------------------------------------------------- a real MLMD store
 
+PIPELINE = "mnist_cnn"
+
 
 class Store:
     """A SQLite ML Metadata store, and the artifacts a pipeline's Trainer and Pusher
@@ -59,9 +61,46 @@ class Store:
         self.models.append(self._put(model))
         return model
 
-    def push(self, model, base: str, version: int | None, reused: bool = False):
+    def context(self, type_name: str, name: str):
+        """A context of one of TFX's types (pipeline, pipeline_run, node), made once."""
+        found = self.mlmd.get_context_by_type_and_name(type_name, name)
+        if found is not None:
+            return found
+        type_id = self.mlmd.put_context_type(metadata_store_pb2.ContextType(name=type_name))
+        [context_id] = self.mlmd.put_contexts(
+            [metadata_store_pb2.Context(type_id=type_id, name=name)]
+        )
+        return self.mlmd.get_contexts_by_id([context_id])[0]
+
+    def _run_contexts(self, run: str | None, node: str) -> list:
+        if run is None:
+            return []
+        return [
+            self.context("pipeline", PIPELINE),
+            self.context("pipeline_run", run),
+            self.context("node", f"{PIPELINE}.{node}"),
+        ]
+
+    def check(self, run: str, node: str, state=metadata_store_pb2.Execution.COMPLETE, **inputs):
+        """An execution of ``node`` in pipeline run ``run`` that took ``inputs``
+        ({input key: artifacts}), as TFX records one."""
+        type_id = self.mlmd.put_execution_type(metadata_store_pb2.ExecutionType(name=node))
+        events = []
+        for key, artifacts in inputs.items():
+            for index, artifact in enumerate(artifacts):
+                event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)
+                event.path.steps.add().key = key
+                event.path.steps.add().index = index
+                events.append((artifact.mlmd_artifact, event))
+        execution = metadata_store_pb2.Execution(type_id=type_id, last_known_state=state)
+        self.mlmd.put_execution(execution, events, self._run_contexts(run, node))
+
+    def push(
+        self, model, base: str, version: int | None, reused: bool = False, run: str | None = None
+    ):
         """A Pusher execution that took ``model`` and pushed it as ``base/version``
-        (``version`` None: not blessed, nothing pushed), as AtomicPushExecutor marks it."""
+        (``version`` None: not blessed, nothing pushed), as AtomicPushExecutor marks it;
+        in pipeline run ``run`` when given."""
         pushed = standard_artifacts.PushedModel()
         pushed.uri = f"/pipeline/Pusher/pushed_model/{len(self.pushes) + 1}"
         if version is None:
@@ -85,7 +124,7 @@ class Store:
         execution = metadata_store_pb2.Execution(
             type_id=self.pusher_type, last_known_state=metadata_store_pb2.Execution.COMPLETE
         )
-        self.mlmd.put_execution(execution, events, [])
+        self.mlmd.put_execution(execution, events, self._run_contexts(run, "Pusher"))
         self.pushes.append(pushed)
         return pushed
 
@@ -94,6 +133,16 @@ class Store:
             self.mlmd, {"model": list(self.models), "pushed_model": list(self.pushes)}
         )
         return result["model"], result["pushed_model"]
+
+    def resolve_for(self, base: Path, candidate: list) -> list:
+        """The Evaluator's baseline for ``candidate`` (the Trainer's model)."""
+        strategy = ServedModelStrategy(str(base), consumer="Evaluator", candidate_input="model")
+        result = strategy.resolve_artifacts(
+            self.mlmd,
+            {"model": list(self.models), "pushed_model": list(self.pushes), "candidate": candidate},
+        )
+        assert result["candidate"] == candidate  # passed through
+        return [m.id for m in result["model"]]
 
 
 def _version(base: Path, version: int) -> None:
@@ -200,7 +249,53 @@ def test_the_pushed_model_is_found_only_among_this_pipelines_models(store, base)
     assert store.resolve(base) == ([], [])
 
 
+def test_a_candidate_the_served_versions_run_already_checked_gets_that_checks_baseline(store, base):
+    a, b, c = store.model("a"), store.model("b"), store.model("c")
+    # Run 1: A checked with no baseline (nothing served), pushed as v1.
+    store.check("run-1", "Evaluator", model=[a])
+    store.push(a, str(base), 1, run="run-1")
+    _version(base, 1)
+    # A run with nothing new: the candidate IS the served model; its own gate had no
+    # baseline, so no baseline again (TFX's cache then returns that evaluation).
+    assert store.resolve_for(base, [a]) == []
+    # A new model meets the served one.
+    assert store.resolve_for(base, [b]) == [a.id]
+    # Run 2: B checked against A, pushed as v2. Unchanged again -> A, the bar B passed.
+    store.check("run-2", "Evaluator", model=[b], baseline_model=[a])
+    store.push(b, str(base), 2, run="run-2")
+    _version(base, 2)
+    assert store.resolve_for(base, [b]) == [a.id]
+    assert store.resolve_for(base, [c]) == [b.id]
+    assert store.resolve_for(base, [a]) == [b.id]  # an older model is a new candidate
+    # A rollback to v1 serves A's files: B, now the candidate, meets A.
+    (base / ROLLBACK_LOG).write_text(json.dumps({"version": 3, "restores": 1}) + "\n")
+    _version(base, 3)
+    assert store.resolve_for(base, [b]) == [a.id]
+    assert store.resolve_for(base, [a]) == []  # A's own run checked A
+
+
+def test_only_a_successful_check_in_the_pushing_run_is_reused(store, base):
+    a, b = store.model("a"), store.model("b")
+    # The run that pushed A: its Evaluator failed once, and its retry is not in ML
+    # Metadata (say, recorded in another run). Nothing to reuse: A meets A.
+    store.check("run-1", "Evaluator", state=metadata_store_pb2.Execution.FAILED, model=[a])
+    store.check("run-0", "Evaluator", model=[a])  # another run's check does not count
+    store.push(a, str(base), 1, run="run-1")
+    _version(base, 1)
+    assert store.resolve_for(base, [a]) == [a.id]
+    # A Pusher with no run context (an older layout): served model as before.
+    store.push(b, str(base), 2)
+    _version(base, 2)
+    assert store.resolve_for(base, [b]) == [b.id]
+
+
 def test_bad_configuration_and_channels_are_named(store, base, tmp_path):
+    with pytest.raises(ValueError, match=r"'consumer' and 'candidate_input' go together"):
+        ServedModelStrategy(str(base), consumer="Evaluator")
+    with pytest.raises(ValueError, match=r"a 'candidate' channel needs the consumer node id"):
+        ServedModelStrategy(str(base)).resolve_artifacts(
+            store.mlmd, {"model": [], "pushed_model": [], "candidate": []}
+        )
     with pytest.raises(ValueError, match=r"serving_model_dir 'gs://b/m': expected a local"):
         ServedModelStrategy("gs://b/m")
     with pytest.raises(ValueError, match="serving_model_dir is empty"):
@@ -231,15 +326,19 @@ def test_the_pipeline_takes_its_baseline_from_the_served_model_resolver(tmp_path
     config = RunConfig(dataset="mnist", output_root=tmp_path / "out")
     pipeline = build_pipeline(config, tmp_path / "data")
     by_id = {c.id: c for c in pipeline.components}
-    resolver = by_id["served_model_resolver"]
     assert "latest_blessed_model_resolver" not in by_id
-    assert resolver.exec_properties["resolver_class"] is ServedModelStrategy
-    serving = resolver.exec_properties["source_uri"]["serving_model_dir"]
-    assert serving == str(config.serving_model_dir.resolve())
-    assert serving in str(by_id["Pusher"].exec_properties["push_destination"])
-    for node, key in (("Evaluator", "baseline_model"), ("ExampleValidator", "baseline_model")):
-        channel = by_id[node].inputs[key]
-        assert channel.producer_component_id == "served_model_resolver", node
+    for node, resolver_id in (
+        ("Evaluator", "served_model_resolver"),
+        ("ExampleValidator", "served_model_data_resolver"),
+    ):
+        resolver = by_id[resolver_id]
+        assert resolver.exec_properties["resolver_class"] is ServedModelStrategy
+        serving = resolver.exec_properties["source_uri"]["serving_model_dir"]
+        assert serving == str(config.serving_model_dir.resolve())
+        assert serving in str(by_id["Pusher"].exec_properties["push_destination"])
+        assert resolver.exec_properties["source_uri"]["consumer"] == node
+        channel = by_id[node].inputs["baseline_model"]
+        assert channel.producer_component_id == resolver_id, node
         assert channel.output_key == "model", node
 
 
@@ -357,8 +456,11 @@ def test_blessed_but_unpushed_and_rolled_back_models_are_not_the_bar(tmp_path):
     _, evaluator_c = _latest_execution(metadata, "Evaluator")
     assert evaluator_c["model"] == [model_b]
     assert evaluator_c["baseline_model"] == [model_a]
-    _, validator_c = _latest_execution(metadata, "ExampleValidator")
-    assert validator_c["baseline_model"] == [model_a]
+    # The data is the data A was trained on, and A's own run checked exactly these
+    # examples (with no baseline then): the validator gets that baseline again and
+    # TFX's cache answers it. A new model still meets the served one at the gate.
+    state, validator_c = _latest_execution(metadata, "ExampleValidator")
+    assert state == "CACHED" and "baseline_model" not in validator_c
     v1_again, v2 = list_versions(serving)
     assert v1_again == v1
     _, pusher_c = _latest_execution(metadata, "Pusher")
