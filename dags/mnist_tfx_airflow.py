@@ -179,6 +179,10 @@ def create_dag(env: dict[str, str]) -> DAG:
         catchup=False,
         # One run at a time: every run uses the same ML Metadata store and serving path.
         max_active_runs=1,
+        # And one task at a time: each holds the store's one-run lock while its node
+        # runs, so two branches started together (StatisticsGen beside a resolver) would
+        # fail each other with exit 4 under a parallel executor.
+        max_active_tasks=1,
         default_args={
             "owner": "mnist-tfx",
             "retries": _non_negative(env, "MNIST_TFX_RETRIES", 1),

@@ -49,6 +49,7 @@ _INSPECT = textwrap.dedent(
             "schedule": dag.timetable.summary,
             "catchup": dag.catchup,
             "max_active_runs": dag.max_active_runs,
+            "max_active_tasks": dag.max_active_tasks,
             "retries": dag.default_args.get("retries"),
             "retry_delay_s": dag.default_args["retry_delay"].total_seconds(),
             "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
@@ -98,6 +99,8 @@ def test_one_active_run_no_catch_up_daily_one_retry(parsed):
     dag = parsed[1]["dags"][DAG_ID]
     # @daily, as Airflow's timetable summarises it.
     assert (dag["schedule"], dag["catchup"], dag["max_active_runs"]) == ("0 0 * * *", False, 1)
+    # One task at a time: parallel branches would fail each other on the store's lock.
+    assert dag["max_active_tasks"] == 1
     assert (dag["retries"], dag["retry_delay_s"]) == (1, 300)
 
 
