@@ -27,11 +27,13 @@ Settings, from the environment of the scheduler / DAG processor (defaults after 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import os
 import shlex
+import signal
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -81,6 +83,17 @@ def _child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     return env
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the task's process
+    ends, so a task Airflow kills (timeout, marked failed, SIGKILL) takes its node with
+    it instead of leaving it running and holding the store's lock (Linux prctl
+    PR_SET_PDEATHSIG; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _last_error(output: str) -> str | None:
@@ -146,6 +159,7 @@ def run_node(node_id: str, pipeline_run_id: str, python: str, args: list[str]) -
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_die_with_parent,
     ) as proc:
         for line in proc.stdout:
             log.info("%s", line.rstrip())

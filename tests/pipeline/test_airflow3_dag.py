@@ -214,3 +214,73 @@ def test_airflow_setup_without_python_3_11_says_so(tmp_path):
     assert proc.returncode != 0
     assert "error: python3.11 not found (Airflow 3 runs in its own environment" in proc.stderr
     assert not (tmp_path / "venv").exists()
+
+
+# A task's process as Airflow runs it: the DAG module imported (its plan cached by
+# `parsed`), then run_node with a stand-in for the project's python that records its
+# pid and sleeps.
+_TASK = textwrap.dedent(
+    """
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location("dag_file", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.run_node("Trainer", "manual__r1", sys.argv[2], [])
+    """
+)
+
+
+def test_a_killed_task_takes_its_node_process_with_it(parsed, tmp_path):
+    import os
+    import signal
+    import time
+
+    root, _ = parsed
+    pid_file = tmp_path / "node.pid"
+    node = tmp_path / "python"
+    node.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    node.chmod(0o755)
+    env = airflow_env(
+        root,
+        MNIST_TFX_DATA_DIR=str(root / "data"),
+        MNIST_TFX_OUTPUT_ROOT=str(root / "out"),
+        MNIST_TFX_RUN_ARGS="--epochs 2",
+    )
+    task = subprocess.Popen(
+        [
+            str(AIRFLOW_PYTHON),
+            "-c",
+            _TASK,
+            str(PROJECT / "dags" / "mnist_tfx_airflow.py"),
+            str(node),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert task.poll() is None and time.monotonic() < deadline, task.stderr.read()[-3000:]
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    os.kill(child, 0)  # running
+    # What Airflow does to a task it gives up on (the supervisor's last resort).
+    task.send_signal(signal.SIGKILL)
+    task.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return  # gone with its task
+        try:  # reaped by init? a zombie still answers kill 0
+            state = Path(f"/proc/{child}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the node's process outlived its killed task")
