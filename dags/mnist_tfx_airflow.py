@@ -27,6 +27,7 @@ Settings, from the environment of the scheduler / DAG processor (defaults after 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -90,10 +91,8 @@ def _die_with_parent() -> None:
     ends, so a task Airflow kills (timeout, marked failed, SIGKILL) takes its node with
     it instead of leaving it running and holding the store's lock (Linux prctl
     PR_SET_PDEATHSIG; elsewhere nothing)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _last_error(output: str) -> str | None:
