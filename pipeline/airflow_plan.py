@@ -136,7 +136,7 @@ def run_node(config: RunConfig, node_id: str, pipeline_run_id: str) -> None:
     """
     if not pipeline_run_id.strip():
         raise UsageError("--pipeline-run-id: empty; expected the Airflow run's id")
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from components.data_validator.executor import DataValidationError
     from pipeline.local_runner import prepare_data
@@ -154,6 +154,6 @@ def run_node(config: RunConfig, node_id: str, pipeline_run_id: str) -> None:
             describe_metadata(connection),
         )
         try:
-            tfx.orchestration.LocalDagRunner().run_with_ir(ir)
+            LocalDagRunner().run_with_ir(ir)
         except DataValidationError as error:
             raise DataValidationError(f"{config.tfrecord_dir}: {error}") from None

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.orchestration.pipeline import Pipeline
 
 from components.data_validator.executor import DataValidationError
 from ingest.convert import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, VALIDATION_SEED
@@ -162,7 +163,7 @@ def _absolute(path: Path | str) -> str:
     return path if isinstance(path, str) else str(path.resolve())
 
 
-def build_pipeline(config: RunConfig, data_root: Path) -> tfx.dsl.Pipeline:
+def build_pipeline(config: RunConfig, data_root: Path) -> Pipeline:
     """The pipeline of ``config`` on local paths, with its ML Metadata connection."""
     settings = settings_from_config(config, metadata_connection_config=config.metadata_connection)
     paths = PipelinePaths(
@@ -190,7 +191,7 @@ def run_local(config: RunConfig) -> None:
             describe_metadata(connection),
         )
         try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
+            LocalDagRunner().run(pipeline)
         except DataValidationError as error:
             # The validator knows artifacts, not where the user's data came from.
             raise DataValidationError(f"{data_root}: {error}") from None

@@ -11,10 +11,29 @@ from collections.abc import Mapping
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from google.protobuf import struct_pb2
-from tfx import v1 as tfx
+from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.components.pusher.component import Pusher
+from tfx.components.schema_gen.component import SchemaGen
+from tfx.components.statistics_gen.component import StatisticsGen
+from tfx.components.trainer.component import Trainer
+from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
-from tfx.proto import example_gen_pb2, range_config_pb2
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy,
+)
+from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import (
+    example_gen_pb2,
+    pusher_pb2,
+    range_config_pb2,
+    trainer_pb2,
+    transform_pb2,
+)
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from components.data_validator.component import DataValidator
 from components.evaluation_report.component import EvaluationReport
@@ -120,7 +139,7 @@ def _fingerprint_config(code_fingerprint: str) -> example_gen_pb2.CustomConfig:
 
 def create_pipeline(
     paths: PipelinePaths, settings: PipelineSettings, *, served_baseline: bool = True
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
     """The pipeline over the latest span of TFRecords,
     ``paths.data_root/span-N/{train,validation,test}/``, ending in a push to
     ``paths.serving_model_dir/<version>/``."""
@@ -155,8 +174,8 @@ def create_pipeline(
     training_examples = example_gen.outputs["examples"]
     span_resolver = None
     if data.num_spans > 1:
-        span_resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+        span_resolver = Resolver(
+            strategy_class=SpanRangeStrategy,
             config={
                 "range_config": range_config_pb2.RangeConfig(
                     rolling_range=range_config_pb2.RollingRange(num_spans=data.num_spans)
@@ -164,8 +183,8 @@ def create_pipeline(
             },
             # Every Examples artifact ExampleGen has published in this pipeline, not
             # only this run's (a channel from example_gen.outputs would be this run's).
-            examples=tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.Examples,
+            examples=Channel(
+                type=standard_artifacts.Examples,
                 producer_component_id=example_gen.id,
                 output_key="examples",
             ),
@@ -176,12 +195,12 @@ def create_pipeline(
     # Per-split statistics of the raw features. Sketch-based top-k / unique counts
     # halve its time on full MNIST (8.6 -> 4.5 s for the train split); only the
     # 784-byte image strings have top-k values, and they are not used.
-    statistics_gen = tfx.components.StatisticsGen(
+    statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"],
         stats_options=tfdv.StatsOptions(experimental_use_sketch_based_topk_uniques=True),
     )
     # Schema inferred from those statistics.
-    schema_gen = tfx.components.SchemaGen(
+    schema_gen = SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
     )
     # The model the serving base path serves now (its newest version, a rollback
@@ -194,15 +213,15 @@ def create_pipeline(
     # exactly that (same examples, same model), the consumer gets the baseline it had
     # then, so a run with nothing new is answered from TFX's cache end to end.
     if served_baseline:
-        data_baseline_resolver = tfx.dsl.Resolver(
+        data_baseline_resolver = Resolver(
             strategy_class=ServedModelStrategy,
             config={
                 "serving_model_dir": paths.serving_model_dir,
                 "consumer": "ExampleValidator",
                 "candidate_input": "examples",
             },
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
+            model=Channel(type=standard_artifacts.Model),
+            pushed_model=Channel(type=standard_artifacts.PushedModel),
             candidate=example_gen.outputs["examples"],
         ).with_id(SERVED_DATA_BASELINE_RESOLVER)
         # Declared here, wired to the Trainer's model below.
@@ -210,10 +229,10 @@ def create_pipeline(
     else:
         # Kubeflow's V2 compiler takes only TFX's built-in strategies: there the
         # baseline stays the latest blessed model (docs/orchestrators.md).
-        baseline_resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        baseline_resolver = Resolver(
+            strategy_class=LatestBlessedModelStrategy,
+            model=Channel(type=standard_artifacts.Model),
+            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
         ).with_id(BLESSED_BASELINE_RESOLVER)
         data_baseline_resolver = baseline_resolver
     # Anomalies against the schema the baseline was trained under, and drift of the
@@ -230,29 +249,29 @@ def create_pipeline(
     ).with_id("ExampleValidator")
     # Pixels to float 0..1. Not materialized: the Trainer and the serving model apply
     # the graph themselves, which is cheaper than writing 784 floats per image.
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         materialize=False,
         disable_statistics=True,
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
+        splits_config=transform_pb2.SplitsConfig(analyze=["train"]),
         # Only in the cache key: TFX binds custom_config to preprocessing_fn only if it
         # has a custom_config parameter, which ours has not.
         custom_config={"code_fingerprint": code_prints.get("Transform", "")},
     )
     transform.add_upstream_node(example_validator)
     # The Estimator-style model_fn on tf_keras; hparams and class names travel in custom_config.
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn=RUN_FN,
         examples=training_examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        train_args=trainer_pb2.TrainArgs(splits=["train"]),
         # fn_args.eval_files: per-epoch validation, the export's verification examples
         # and warm-up requests all come from validation; test stays unseen until the
         # Evaluator.
-        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
+        eval_args=trainer_pb2.EvalArgs(splits=["validation"]),
         custom_config={
             "hparams": dict(training.hparams),
             "class_names": list(data.class_names),
@@ -261,20 +280,20 @@ def create_pipeline(
         },
     )
     if baseline_resolver is None:
-        baseline_resolver = tfx.dsl.Resolver(
+        baseline_resolver = Resolver(
             strategy_class=ServedModelStrategy,
             config={
                 "serving_model_dir": paths.serving_model_dir,
                 "consumer": "Evaluator",
                 "candidate_input": "model",
             },
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
+            model=Channel(type=standard_artifacts.Model),
+            pushed_model=Channel(type=standard_artifacts.PushedModel),
             candidate=trainer.outputs["model"],
         ).with_id(SERVED_BASELINE_RESOLVER)
     # Accuracy overall and per class on the test split, against the floors and the
     # baseline; blesses the model or not.
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
@@ -286,11 +305,11 @@ def create_pipeline(
     )
     # Publishes a blessed model as the next integer version, atomically, keeping the
     # newest `keep_versions` versions.
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_model_dir)
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=paths.serving_model_dir)
         ),
         custom_config={
             "keep_versions": release.keep_versions,
@@ -315,7 +334,7 @@ def create_pipeline(
         hparams=dict(training.hparams),
         code_fingerprint=code_prints.get("EvaluationReport", ""),
     )
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=paths.pipeline_name,
         pipeline_root=paths.pipeline_root,
         components=[
