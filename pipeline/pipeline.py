@@ -137,6 +137,24 @@ def _fingerprint_config(code_fingerprint: str) -> example_gen_pb2.CustomConfig:
     return config
 
 
+def _served_model_resolver(
+    paths: PipelinePaths, consumer: str, candidate_input: str, candidate: Channel
+) -> Resolver:
+    """A ServedModelStrategy resolver for ``consumer``, which sees ``candidate`` (the
+    consumer's input ``candidate_input``) besides every Model and PushedModel."""
+    return Resolver(
+        strategy_class=ServedModelStrategy,
+        config={
+            "serving_model_dir": paths.serving_model_dir,
+            "consumer": consumer,
+            "candidate_input": candidate_input,
+        },
+        model=Channel(type=standard_artifacts.Model),
+        pushed_model=Channel(type=standard_artifacts.PushedModel),
+        candidate=candidate,
+    )
+
+
 def create_pipeline(
     paths: PipelinePaths, settings: PipelineSettings, *, served_baseline: bool = True
 ) -> Pipeline:
@@ -213,16 +231,8 @@ def create_pipeline(
     # exactly that (same examples, same model), the consumer gets the baseline it had
     # then, so a run with nothing new is answered from TFX's cache end to end.
     if served_baseline:
-        data_baseline_resolver = Resolver(
-            strategy_class=ServedModelStrategy,
-            config={
-                "serving_model_dir": paths.serving_model_dir,
-                "consumer": "ExampleValidator",
-                "candidate_input": "examples",
-            },
-            model=Channel(type=standard_artifacts.Model),
-            pushed_model=Channel(type=standard_artifacts.PushedModel),
-            candidate=example_gen.outputs["examples"],
+        data_baseline_resolver = _served_model_resolver(
+            paths, "ExampleValidator", "examples", example_gen.outputs["examples"]
         ).with_id(SERVED_DATA_BASELINE_RESOLVER)
         # Declared here, wired to the Trainer's model below.
         baseline_resolver = None
@@ -280,16 +290,8 @@ def create_pipeline(
         },
     )
     if baseline_resolver is None:
-        baseline_resolver = Resolver(
-            strategy_class=ServedModelStrategy,
-            config={
-                "serving_model_dir": paths.serving_model_dir,
-                "consumer": "Evaluator",
-                "candidate_input": "model",
-            },
-            model=Channel(type=standard_artifacts.Model),
-            pushed_model=Channel(type=standard_artifacts.PushedModel),
-            candidate=trainer.outputs["model"],
+        baseline_resolver = _served_model_resolver(
+            paths, "Evaluator", "model", trainer.outputs["model"]
         ).with_id(SERVED_BASELINE_RESOLVER)
     # Accuracy overall and per class on the test split, against the floors and the
     # baseline; blesses the model or not.
