@@ -12,6 +12,14 @@ error (sqrt(p(1-p)/n)) of the best candidate's, since a difference smaller than
 that is noise on n validation images. Prints a table; asserts nothing.
 
     .venv/bin/python bench/choose_epochs.py --dataset fashion_mnist --epochs 6,8,10
+
+``--candidate`` compares whole settings instead (repeatable; each a comma-separated
+list of ``name=value`` hyperparameter overrides on the dataset's defaults, e.g. the
+learning-rate schedule and augmentation), with the same rule: the candidate with
+the fewest epochs within one standard error of the best, the first listed on a tie.
+
+    .venv/bin/python bench/choose_epochs.py --dataset mnist \
+        --candidate epochs=2 --candidate epochs=2,learning_rate=2e-3,warmup_fraction=0.1
 """
 
 from __future__ import annotations
@@ -51,27 +59,29 @@ def load_split(raw_dir: Path, dataset: str):
     return scaled(train_x), train_y, scaled(val_x), val_y
 
 
-def validation_accuracy(dataset: str, epochs: int, arrays) -> tuple[float, float]:
-    """(validation accuracy, seconds) of one training run of ``epochs`` epochs."""
+def validation_accuracy(dataset: str, overrides: dict, arrays) -> tuple[float, float]:
+    """(validation accuracy, seconds) of one training run with ``overrides`` on the
+    dataset's defaults, under the precision those settings resolve to on this CPU."""
     import numpy as np
 
     from trainer import data
     from trainer.hparams import DEFAULT_MODEL, hparams_for_model
     from trainer.model import build_model
     from trainer.model_fn import get_model_fn
-    from trainer.train import fit, set_seed
+    from trainer.train import fit, precision_policy, resolve_precision, set_seed
 
     train_x, train_y, val_x, val_y = arrays
     hparams = hparams_for_model(
-        DEFAULT_MODEL, {"epochs": epochs, "validate_every_epoch": False}, dataset=dataset
+        DEFAULT_MODEL, {**overrides, "validate_every_epoch": False}, dataset=dataset
     )
     set_seed(hparams.seed)
     steps_per_epoch = len(train_y) // hparams.batch_size
-    params = {**hparams.to_params(), "total_steps": steps_per_epoch * epochs}
-    model = build_model(get_model_fn(hparams.model), params)
+    params = {**hparams.to_params(), "total_steps": steps_per_epoch * hparams.epochs}
     train_ds = data.dataset_from_arrays(train_x, train_y, hparams.batch_size, True, hparams.seed)
     started = time.perf_counter()
-    fit(model, train_ds, None, hparams, steps_per_epoch)
+    with precision_policy(resolve_precision(hparams.precision)):
+        model = build_model(get_model_fn(hparams.model), params)
+        fit(model, train_ds, None, hparams, steps_per_epoch)
     seconds = time.perf_counter() - started
     correct = 0
     for features, labels in data.dataset_from_arrays(val_x, val_y, 1000, False, None):
@@ -81,28 +91,48 @@ def validation_accuracy(dataset: str, epochs: int, arrays) -> tuple[float, float
     return correct / len(val_y), seconds
 
 
+def parse_candidate(text: str) -> dict:
+    """``epochs=2,learning_rate=2e-3`` as typed hyperparameter overrides."""
+    from trainer.hparams import parse_override
+
+    return dict(parse_override(item) for item in text.split(",") if item.strip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
     parser.add_argument("--epochs", default="2,3,4", help="comma-separated candidates")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        help="name=value[,name=value...] overrides to compare (repeatable; replaces --epochs)",
+    )
     args = parser.parse_args()
-    candidates = sorted({int(e) for e in args.epochs.split(",")})
+    if args.candidate:
+        candidates = [parse_candidate(text) for text in args.candidate]
+    else:
+        candidates = [{"epochs": e} for e in sorted({int(e) for e in args.epochs.split(",")})]
     arrays = load_split(args.data_dir / "raw" / args.dataset, args.dataset)
     n = len(arrays[3])
     print(f"{args.dataset}: train {len(arrays[1])}, validation {n} (test set not read)")
-    results = {}
-    for epochs in candidates:
-        accuracy, seconds = validation_accuracy(args.dataset, epochs, arrays)
-        results[epochs] = accuracy
-        line = f"epochs {epochs:>3}: validation accuracy {accuracy:.4f}  ({seconds:.0f} s)"
-        print(line, flush=True)
-    best = max(results.values())
+    from trainer.hparams import DEFAULT_MODEL, hparams_for_model
+
+    results = []
+    for overrides in candidates:
+        accuracy, seconds = validation_accuracy(args.dataset, overrides, arrays)
+        epochs = hparams_for_model(DEFAULT_MODEL, overrides, dataset=args.dataset).epochs
+        results.append((overrides, epochs, accuracy))
+        label = ",".join(f"{k}={v}" for k, v in overrides.items())
+        print(f"{label:<60} validation accuracy {accuracy:.4f}  ({seconds:.0f} s)", flush=True)
+    best = max(accuracy for _, _, accuracy in results)
     standard_error = math.sqrt(best * (1 - best) / n)
-    chosen = min(e for e, a in results.items() if a >= best - standard_error)
+    within = [r for r in results if r[2] >= best - standard_error]
+    chosen = min(within, key=lambda r: r[1])
     print(
-        f"best {best:.4f}; one standard error {standard_error:.4f}; "
-        f"chosen: {chosen} epochs (fewest within one standard error of the best)"
+        f"best {best:.4f}; one standard error {standard_error:.4f}; chosen: "
+        f"{chosen[0]} ({chosen[2]:.4f}; fewest epochs within one standard error of the best)"
     )
 
 

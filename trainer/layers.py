@@ -140,18 +140,68 @@ def accuracy(labels: tf.Tensor, predicted_classes: tf.Tensor, name: str = "accur
     return metric
 
 
+def learning_rate_schedule(
+    params: dict[str, Any],
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """``params['learning_rate']`` as the run uses it over ``params['total_steps']``:
+    a linear warm-up from 0 over the first ``warmup_fraction`` of the steps, then a
+    cosine decay to ``final_learning_rate_fraction`` of it at the last step. Without
+    a known step count, or with neither warm-up nor decay, the constant rate.
+
+    The warm-up lets a higher peak rate be used without the first Adam steps (taken
+    on second-moment estimates of a handful of gradients) throwing the weights off;
+    the cosine tail is where a short run gains its last tenths of a point."""
+    learning_rate = float(params["learning_rate"])
+    total_steps = int(params.get("total_steps") or 0)
+    final_fraction = float(params.get("final_learning_rate_fraction", 1.0))
+    warmup_steps = int(round(total_steps * float(params.get("warmup_fraction", 0.0))))
+    if total_steps <= 0 or (final_fraction >= 1.0 and warmup_steps == 0):
+        return learning_rate
+    if warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=total_steps, alpha=final_fraction
+        )
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=final_fraction,
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+    )
+
+
+def random_shift(inputs: tf.Tensor, max_pixels: int, training: bool, name: str) -> tf.Tensor:
+    """Light augmentation: in training, each image moved by a random whole number of
+    pixels, -max_pixels..max_pixels on each axis independently, the uncovered border
+    filled with 0 (background); outside training the images unchanged, so EVAL and
+    PREDICT (and the exported model) are deterministic.
+
+    Kept in float32 whatever the mixed-precision policy: the image transform has no
+    bfloat16 kernel, and only the layers after it carry the arithmetic."""
+    if not max_pixels:
+        return inputs
+    size = float(inputs.shape[1])
+    layer = get_or_create(
+        name,
+        lambda: keras.layers.RandomTranslation(
+            max_pixels / size,
+            max_pixels / size,
+            fill_mode="constant",
+            interpolation="nearest",
+            fill_value=0.0,
+            dtype="float32",
+            name=name,
+        ),
+    )
+    return layer(inputs, training=training)
+
+
 def optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
-    """The run's optimizer, built once from ``params`` (name, learning rate and a
-    cosine decay over ``params['total_steps']`` when that is known)."""
+    """The run's optimizer, built once from ``params`` (name, and the learning rate
+    schedule of ``learning_rate_schedule``)."""
 
     def build() -> keras.optimizers.Optimizer:
-        learning_rate: Any = float(params["learning_rate"])
-        total_steps = int(params.get("total_steps") or 0)
-        final_fraction = float(params.get("final_learning_rate_fraction", 1.0))
-        if total_steps > 0 and final_fraction < 1.0:
-            learning_rate = keras.optimizers.schedules.CosineDecay(
-                learning_rate, decay_steps=total_steps, alpha=final_fraction
-            )
+        learning_rate = learning_rate_schedule(params)
         name = params["optimizer"]
         if name == "adam":
             return keras.optimizers.Adam(learning_rate)

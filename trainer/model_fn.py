@@ -62,7 +62,14 @@ def _spec_from_logits(
     logits: tf.Tensor, labels: tf.Tensor | None, mode: str, params: dict[str, Any]
 ) -> ModelFnSpec:
     """The part every classifier here shares: predictions from the logits, the mean
-    sparse softmax cross-entropy, accuracy and the optimizer built from ``params``."""
+    sparse softmax cross-entropy, accuracy and the optimizer built from ``params``.
+
+    Under a mixed-precision policy the layers hand back bfloat16 logits; they are
+    cast to float32 first, so the softmax, the loss and its gradient's first step
+    are taken in float32 (bfloat16's 8-bit mantissa would round the small
+    probabilities of a confident model) and every prediction leaves the model as
+    float32, whatever the policy it was trained under."""
+    logits = tf.cast(logits, tf.float32)
     predictions = {
         "classes": tf.argmax(logits, axis=1),
         "probabilities": tf.nn.softmax(logits, name="softmax_tensor"),
@@ -84,9 +91,17 @@ def _spec_from_logits(
     return ModelFnSpec(mode=mode, predictions=predictions, loss=loss, eval_metric_ops=metrics)
 
 
-def _images(features: dict[str, tf.Tensor]) -> tf.Tensor:
-    """The image feature as [N, 28, 28, 1], whether given so or as [N, 784]."""
-    return tf.reshape(features[IMAGE_KEY], [-1, 28, 28, 1])
+def _images(features: dict[str, tf.Tensor], mode: str, params: dict[str, Any]) -> tf.Tensor:
+    """The image feature as [N, 28, 28, 1], whether given so or as [N, 784]; in TRAIN
+    mode randomly shifted by up to ``params['augment_shift']`` pixels (0: not at all).
+    EVAL and PREDICT always see the images as given."""
+    images = tf.reshape(features[IMAGE_KEY], [-1, 28, 28, 1])
+    return layers.random_shift(
+        images,
+        int(params.get("augment_shift", 0)),
+        training=mode == ModeKeys.TRAIN,
+        name="augment_shift",
+    )
 
 
 def softmax_model_fn(
@@ -97,7 +112,7 @@ def softmax_model_fn(
 ) -> ModelFnSpec:
     """MNIST for ML beginners: softmax regression, one dense layer 784->10
     (7,850 parameters; the tutorial started its weights and bias at zero)."""
-    pixels = layers.flatten(_images(features))
+    pixels = layers.flatten(_images(features, mode, params))
     logits = layers.dense(pixels, NUM_CLASSES, name="logits", **layers.initializers(params))
     return _spec_from_logits(logits, labels, mode, params)
 
@@ -110,7 +125,7 @@ def mlp_model_fn(
 ) -> ModelFnSpec:
     """Keras basic classification: flatten, dense 128 ReLU, dense 10 logits
     (101,770 parameters)."""
-    pixels = layers.flatten(_images(features))
+    pixels = layers.flatten(_images(features, mode, params))
     hidden = layers.dense(
         pixels, 128, activation="relu", name="hidden", **layers.initializers(params)
     )
@@ -129,7 +144,12 @@ def deep_cnn_model_fn(
     and biases initialised as ``params`` say (the tutorial: truncated normal 0.1, 0.1)."""
     training = mode == ModeKeys.TRAIN
     h_conv1 = layers.conv2d(
-        _images(features), 32, 5, activation="relu", name="conv1", **layers.initializers(params)
+        _images(features, mode, params),
+        32,
+        5,
+        activation="relu",
+        name="conv1",
+        **layers.initializers(params),
     )
     h_pool1 = layers.max_pooling2d(h_conv1, 2, 2, name="pool1")
     h_conv2 = layers.conv2d(
@@ -155,7 +175,7 @@ def cnn_model_fn(
     """The CNN of the TF layers tutorial: conv 5x5x32, pool, conv 5x5x64, pool,
     dense 1024, dropout, 10 logits (3,274,634 parameters)."""
     training = mode == ModeKeys.TRAIN
-    input_layer = _images(features)
+    input_layer = _images(features, mode, params)
     conv1 = layers.conv2d(
         input_layer, 32, 5, activation="relu", name="conv1", **layers.initializers(params)
     )

@@ -31,6 +31,7 @@ def test_defaults_validate_and_have_documented_values():
         "optimizer": "adam",
         "learning_rate": 1e-3,
         "final_learning_rate_fraction": 0.05,
+        "warmup_fraction": 0.0,
         "batch_size": 100,
         "epochs": 3,
         "max_steps": 0,
@@ -38,6 +39,8 @@ def test_defaults_validate_and_have_documented_values():
         "kernel_initializer": "glorot_uniform",
         "kernel_init_stddev": 0.1,
         "bias_init_value": 0.0,
+        "augment_shift": 0,
+        "precision": "auto",
         "seed": 42,
         "in_memory": True,
         "validate_every_epoch": True,
@@ -101,6 +104,26 @@ def test_every_known_optimizer_validates(optimizer):
             r"^hparams\.bias_init_value: expected a finite number, got inf$",
         ),
         (
+            {"precision": "fp16"},
+            r"^hparams\.precision: expected one of \('auto', 'fp32', 'bf16'\), got 'fp16'$",
+        ),
+        (
+            {"warmup_fraction": 1.0},
+            r"^hparams\.warmup_fraction: expected 0 <= fraction < 1, got 1\.0$",
+        ),
+        (
+            {"warmup_fraction": -0.1},
+            r"^hparams\.warmup_fraction: expected 0 <= fraction < 1, got -0\.1$",
+        ),
+        (
+            {"augment_shift": 5},
+            r"^hparams\.augment_shift: expected 0\.\.4 pixels, got 5$",
+        ),
+        (
+            {"augment_shift": -1},
+            r"^hparams\.augment_shift: expected 0\.\.4 pixels, got -1$",
+        ),
+        (
             {"model": "softmax"},
             r"^hparams\.dropout_rate: model 'softmax' has no dropout layer, so expected 0, "
             r"got 0\.4 \(hparams_for_model\('softmax'\) starts from its own defaults\)$",
@@ -131,6 +154,10 @@ def test_invalid_field_raises_naming_it(changes, message):
         {"model": "deep_cnn", "dropout_rate": 0.0},
         {"kernel_initializer": "zeros", "bias_init_value": -1.5},
         {"kernel_initializer": "truncated_normal", "kernel_init_stddev": 1e-6},
+        {"precision": "fp32"},
+        {"precision": "bf16"},
+        {"warmup_fraction": 0.5},
+        {"augment_shift": 4},
     ],
 )
 def test_boundary_values_are_valid(changes):
@@ -195,6 +222,9 @@ def test_from_params_validates():
         ("validate_every_epoch=no", ("validate_every_epoch", False)),
         ("validate_every_epoch=YES", ("validate_every_epoch", True)),
         ("optimizer=sgd", ("optimizer", "sgd")),
+        ("precision=bf16", ("precision", "bf16")),
+        ("warmup_fraction=0.1", ("warmup_fraction", 0.1)),
+        ("augment_shift=2", ("augment_shift", 2)),
         ("model=cnn_model_fn", ("model", "cnn_model_fn")),
         ("model=a=b", ("model", "a=b")),
         ("kernel_initializer=zeros", ("kernel_initializer", "zeros")),
