@@ -261,7 +261,14 @@ async def run_load(args: argparse.Namespace) -> dict[str, dict]:
 
 
 class Server:
-    def __init__(self, base_path: Path, model: str, batching: bool, log: Path) -> None:
+    def __init__(
+        self,
+        base_path: Path,
+        model: str,
+        batching: bool,
+        log: Path,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.rest_port, self.grpc_port = free_port(), free_port()
         command = [
             sys.executable, "-m", "serving.server",
@@ -270,6 +277,7 @@ class Server:
         ]  # fmt: skip
         if not batching:
             command.append("--no-batching")
+        command += extra_args
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT
@@ -336,6 +344,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--clients", type=lambda t: tuple(int(v) for v in t.split(",")), default=(1, 8, 32)
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="LABEL=SERVER_FLAGS",
+        help="also measure a batching server started with these extra `mnist-tfx serve` flags "
+        "(repeatable), e.g. 'two-threads=--model-threads 2 --tf-intra-op-threads 1', in the "
+        "same run as the default servers",
+    )
     load = parser.add_argument_group("load generator process (started by the benchmark)")
     load.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
     load.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -343,6 +361,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
     load.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """``LABEL=FLAGS`` as the label and the server flags (shell-split)."""
+    import shlex
+
+    label, sep, flags = text.partition("=")
+    if not sep or not label.strip():
+        raise argparse.ArgumentTypeError(
+            f"--variant {text!r}: expected LABEL=SERVER_FLAGS, e.g. 'one=--model-threads 2'"
+        )
+    return label.strip(), tuple(shlex.split(flags))
+
+
+def server_modes(variants) -> list[tuple[str, bool, tuple[str, ...]]]:
+    """(figures key, batching, extra server flags) of every server one run measures."""
+    modes = [("batching_on", True, ()), ("batching_off", False, ())]
+    return modes + [(f"batching on, {label}", True, flags) for label, flags in variants]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,9 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     function = tf.saved_model.load(str(model_dir)).signatures[SIGNATURE]
-    for batching in (True, False):
-        mode = "batching_on" if batching else "batching_off"
-        server = Server(args.base_path, args.model_name, batching, Path(f"/tmp/bench-{mode}.log"))
+    figures["modes"] = []
+    for index, (mode, batching, extra) in enumerate(server_modes(args.variant)):
+        figures["modes"].append(mode)
+        log = Path(f"/tmp/bench-serving-{index}.log")
+        server = Server(args.base_path, args.model_name, batching, log, extra)
         try:
             server.wait()
             figures[mode] = run_load_generator(server, args)
@@ -402,7 +440,8 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
         + f" | at {most}: mean batch, CPU ms/img server + load gen |",
         "|---|---|---|---|---|" + "---|" * len(clients) + "---|",
     ]
-    for mode in ("batching_on", "batching_off"):
+    modes = figures.get("modes", ["batching_on", "batching_off"])
+    for mode in modes:
         for api in ("rest", "grpc"):
             row = figures[mode][api]
             lines.append(
@@ -420,14 +459,17 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
     if np.isnan(reference):
         reference = direct["batch32_images_per_s"]
     verdicts = []
-    for api in ("rest", "grpc"):
-        rate = figures["batching_on"][api][f"c{most}_images_per_s"]
-        met = rate >= TARGET_IMAGES_PER_S[api] or rate >= TARGET_DIRECT_FRACTION * reference
-        verdicts.append(
-            f"{api.upper() if api == 'rest' else 'gRPC'} {rate:,.0f} "
-            f"(>= {TARGET_IMAGES_PER_S[api]:,}, or {rate / reference:.0%} of direct "
-            f"batch-of-32 >= {TARGET_DIRECT_FRACTION:.0%}) -> " + ("met" if met else "NOT met")
-        )
+    for mode in (m for m in modes if m != "batching_off"):
+        for api in ("rest", "grpc"):
+            rate = figures[mode][api][f"c{most}_images_per_s"]
+            met = rate >= TARGET_IMAGES_PER_S[api] or rate >= TARGET_DIRECT_FRACTION * reference
+            prefix = "" if mode == "batching_on" else f"{mode}: "
+            verdicts.append(
+                f"{prefix}{api.upper() if api == 'rest' else 'gRPC'} "
+                f"{rate:,.0f} (>= {TARGET_IMAGES_PER_S[api]:,}, or {rate / reference:.0%} of "
+                f"direct batch-of-32 >= {TARGET_DIRECT_FRACTION:.0%}) -> "
+                + ("met" if met else "NOT met")
+            )
     cpu_ms = rest.get(f"c{most}_server_cpu_ms", float("nan")) + rest[f"c{most}_client_cpu_ms"]
     lines += [
         "",

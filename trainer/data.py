@@ -91,6 +91,43 @@ def streaming_dataset(
     return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
 
 
+def cache_split(
+    file_patterns: Sequence[str], tft_output: tft.TFTransformOutput
+) -> tuple[tf.data.Dataset, int]:
+    """The split read, run through the Transform graph and held in memory by
+    ``tf.data``'s cache, and its number of examples.
+
+    The one pass that fills the cache also counts the examples, so the records are
+    read and decompressed once: a separate counting pass over gzipped TFRecords cost
+    as much as reading them. The cache belongs to the returned dataset, so every
+    pipeline built on it (``batches_from_cache``) reads memory from its first pass."""
+    cached = transformed_batches(file_patterns, tft_output).cache()
+    count = cached.reduce(
+        np.int64(0), lambda total, batch: total + tf.shape(batch[1], out_type=tf.int64)[0]
+    )
+    return cached, int(count.numpy())
+
+
+def batches_from_cache(
+    cached: tf.data.Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None,
+    shuffle_buffer: int = 0,
+) -> tf.data.Dataset:
+    """Examples of a cached split (``cache_split``) rebatched to ``batch_size``.
+
+    With ``shuffle``, the examples are reshuffled each pass through a buffer of
+    ``shuffle_buffer`` examples (the split's size gives a uniform shuffle; 0 means
+    10,000) and only full batches are produced, so the training step keeps one static
+    shape and is traced once."""
+    dataset = cached.unbatch()
+    if shuffle:
+        buffer = shuffle_buffer or 10_000
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+
+
 def cached_dataset(
     file_patterns: Sequence[str],
     tft_output: tft.TFTransformOutput,
@@ -101,14 +138,7 @@ def cached_dataset(
 ) -> tf.data.Dataset:
     """The split transformed once and cached in memory: the first pass reads and
     transforms the records (in parallel batches of ``_READ_BATCH``), every later pass
-    (an epoch, or the next per-epoch validation) reads the cache.
-
-    With ``shuffle``, the examples are reshuffled each pass through a buffer of
-    ``shuffle_buffer`` examples (the split's size gives a uniform shuffle; 0 means
-    10,000) and only full batches are produced, so the training step keeps one static
-    shape and is traced once."""
-    dataset = transformed_batches(file_patterns, tft_output).cache().unbatch()
-    if shuffle:
-        buffer = shuffle_buffer or 10_000
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+    (an epoch, or the next per-epoch validation) reads the cache. Batching and
+    shuffling as ``batches_from_cache``."""
+    cached = transformed_batches(file_patterns, tft_output).cache()
+    return batches_from_cache(cached, batch_size, shuffle, seed, shuffle_buffer)

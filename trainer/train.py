@@ -190,15 +190,18 @@ def train(
     Evaluator's gate measures data the training run has not looked at."""
     set_seed(hparams.seed)
     start = time.perf_counter()
-    train_count = _count_records(train_files)
-    validation_count = _count_records(validation_files)
     if hparams.in_memory:
-        # Transformed during the first epoch, then read from memory (trainer/data.py).
-        train_ds = data.cached_dataset(
-            train_files, tft_output, hparams.batch_size, True, hparams.seed, train_count
+        # Read, transformed and counted in one pass each, then trained on from memory
+        # (trainer/data.py); no separate pass counts the records.
+        train_cache, train_count = data.cache_split(train_files, tft_output)
+        validation_cache, validation_count = data.cache_split(validation_files, tft_output)
+        train_ds = data.batches_from_cache(
+            train_cache, hparams.batch_size, True, hparams.seed, train_count
         )
-        validation_ds = data.cached_dataset(validation_files, tft_output, 1000, False, None)
+        validation_ds = data.batches_from_cache(validation_cache, 1000, False, None)
     else:
+        train_count = _count_records(train_files)
+        validation_count = _count_records(validation_files)
         train_ds = data.streaming_dataset(
             train_files, tft_output, hparams.batch_size, True, hparams.seed
         )

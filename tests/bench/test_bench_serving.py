@@ -115,3 +115,41 @@ def test_rest_client_refuses_an_error_reply(bench):
 
     with pytest.raises(RuntimeError, match="HTTP 404"):
         asyncio.run(call())
+
+
+def test_variants_add_rows_and_verdicts_of_their_own(bench):
+    """``--variant LABEL=FLAGS`` starts one more batching server with those flags: its
+    rows follow the default servers' and its verdicts are named by its label."""
+    args = bench.parse_args(["--variant", "two threads=--model-threads 2 --tf-intra-op-threads 1"])
+    assert args.variant == [("two threads", ("--model-threads", "2", "--tf-intra-op-threads", "1"))]
+    modes = bench.server_modes(args.variant)
+    assert modes[2] == (
+        "batching on, two threads",
+        True,
+        ("--model-threads", "2", "--tf-intra-op-threads", "1"),
+    )
+    fast = {"p50_ms": 1.5, "p99_ms": 3.0, "c32_mean_batch": 20.0, "c32_client_cpu_ms": 0.1}
+    slow = {**fast, "c32_images_per_s": 100.0}
+    fast = {**fast, "c32_images_per_s": 2600.0}
+    figures = {
+        "model": "m/1",
+        "cpus": 2,
+        "load_average_start": "1 1 1",
+        "load_average_end": "1 1 1",
+        "direct": {"p50_ms": 1.0, "p99_ms": 2.0, "batch32_images_per_s": 3000.0},
+        "modes": [mode for mode, _, _ in modes],
+        "batching_on": {"rest": slow, "grpc": slow},
+        "batching_off": {"rest": slow, "grpc": slow},
+        "batching on, two threads": {"rest": fast, "grpc": fast},
+    }
+    table = bench.format_figures(figures, (32,))
+    assert table.count("| batching on, two threads |") == 2
+    assert "): REST 100 (>= 2,500, or 3% of direct batch-of-32 >= 80%) -> NOT met" in table
+    assert "batching on, two threads: REST 2,600 (>= 2,500, or 87% of direct" in table
+
+
+@pytest.mark.parametrize("text", ["no-equals-sign", "=--model-threads 2"])
+def test_a_variant_without_a_label_is_refused(bench, text, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--variant", text])
+    assert "expected LABEL=SERVER_FLAGS" in capsys.readouterr().err

@@ -80,3 +80,33 @@ def test_training_passes_are_reshuffled_full_batches(records):
     assert len(first) == len(second) == 40
     assert not np.array_equal(first, second)
     assert set(first) | set(second) <= set(labels)
+
+
+def test_cache_split_counts_and_fills_the_cache_in_one_pass(records, tmp_path):
+    """``cache_split`` returns the number of examples (50, in two files of 30 and 20)
+    and leaves the cache full: with both files deleted right after it, a shuffled
+    training pipeline built on the cache still yields full batches of the split's
+    examples, and an unshuffled one all 50 in file order."""
+    source, images, labels, tft_output = records
+    all_records = list(tf.data.TFRecordDataset(str(source)).as_numpy_iterator())
+    paths = [tmp_path / "a.tfrecord", tmp_path / "b.tfrecord"]
+    for path, part in zip(paths, (all_records[:30], all_records[30:]), strict=True):
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for record in part:
+                writer.write(record)
+    cached, count = data.cache_split([str(tmp_path / "*.tfrecord")], tft_output)
+    assert count == COUNT
+    for path in paths:
+        path.unlink()
+    ((x, y),) = passes(data.batches_from_cache(cached, 16, False, None), 1)
+    np.testing.assert_array_equal(y, labels)
+    np.testing.assert_allclose(x[..., 0], images.astype(np.float32) / 255.0, rtol=1e-6)
+    (_, shuffled), _ = passes(data.batches_from_cache(cached, 16, True, 3, count), 2)
+    assert len(shuffled) == 48
+    assert set(shuffled) <= set(labels) and not np.array_equal(shuffled, labels[:48])
+
+
+def test_cache_split_refuses_a_pattern_with_no_files(records, tmp_path):
+    _, _, _, tft_output = records
+    with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
+        data.cache_split([str(tmp_path / "none-*.gz")], tft_output)
