@@ -2,10 +2,11 @@
 ``tf.data`` datasets of ``({"image": [N,28,28,1] float32}, label [N] int64)``.
 
 The transformed MNIST training set is 172 MB as float32, so by default
-(``HParams.in_memory``) it is run through the Transform graph once, during the
-first epoch, and held in memory by ``tf.data``'s cache (``cached_dataset``): later
-epochs shuffle, batch and prefetch from memory, all inside tf.data's C++ runtime,
-so no Python runs per step and the cores stay on the model. The streaming path is
+(``HParams.in_memory``) it is run through the Transform graph once, before the
+fit, and held in memory by ``tf.data``'s cache (``cache_split``, which counts the
+examples in the same pass): every epoch shuffles, batches and prefetches from
+memory (``batches_from_cache``), all inside tf.data's C++ runtime, so no Python
+runs per step and the cores stay on the model. The streaming path is
 kept for data that does not fit. ``load_arrays`` and ``dataset_from_arrays`` serve
 the benchmarks, which hold numpy arrays.
 """
