@@ -39,6 +39,7 @@ from serving.metrics import ServingMetrics
 from serving.service import InferenceService, model_spec
 from serving.signatures import (
     CLASSIFY_METHOD,
+    fill_classifications,
     input_examples,
     multi_inference_model,
     output_aliases,
@@ -242,7 +243,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             )
             response = classification_pb2.ClassificationResponse()
             response.model_spec.CopyFrom(model_spec(servable, signature.name))
-            _fill_classifications(response.result, labels, scores)
+            fill_classifications(response.result, labels, scores)
             return response
 
         return await self.calls.run("classify", request.model_spec.name, context, work)
@@ -289,7 +290,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 entry.model_spec.CopyFrom(model_spec(servable, signature.name))
                 if method == CLASSIFY_METHOD:
                     labels, scores = result
-                    _fill_classifications(entry.classification_result, labels, scores)
+                    fill_classifications(entry.classification_result, labels, scores)
                 else:
                     for value in result.tolist():
                         entry.regression_result.regressions.add(value=value)
@@ -314,21 +315,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             return self.service.metadata(servable)
 
         return await self.calls.run("metadata", request.model_spec.name, context, work)
-
-
-def _fill_classifications(
-    result: classification_pb2.ClassificationResult,
-    labels: np.ndarray | None,
-    scores: np.ndarray,
-) -> None:
-    """Per example, a (label, score) Class per column, in the model's order."""
-    label_rows = labels.tolist() if labels is not None else None
-    for row, row_scores in enumerate(scores.tolist()):
-        classification = result.classifications.add()
-        for column, score in enumerate(row_scores):
-            entry = classification.classes.add(score=score)
-            if label_rows is not None:
-                entry.label = label_rows[row][column].decode("utf-8", "replace")
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from serving import object_store  # noqa: E402
+from serving import object_store, request_log  # noqa: E402
 from serving.batching import (  # noqa: E402
     DEFAULT_BATCH_THREADS,
     DEFAULT_MAX_BATCH_SIZE,
@@ -80,6 +81,10 @@ class ServerConfig:
     # --tensorflow_inter_op_parallelism); 0 lets TensorFlow choose.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    # Request logs (serving/request_log.py): a file is closed after this many records or
+    # this many seconds, whichever comes first.
+    log_max_records_per_file: int = request_log.DEFAULT_MAX_RECORDS_PER_FILE
+    log_rotate_seconds: float = request_log.DEFAULT_ROTATE_SECONDS
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -108,6 +113,20 @@ class ServerConfig:
                 "TensorFlow thread counts must be >= 0 (0: TensorFlow's choice), got "
                 f"intra-op {self.intra_op_threads}, inter-op {self.inter_op_threads}"
             )
+        if self.log_max_records_per_file < 1:
+            raise ValueError(
+                "--logging-max-records-per-file: expected >= 1, got "
+                f"{self.log_max_records_per_file}"
+            )
+        if self.log_rotate_seconds <= 0:
+            raise ValueError(
+                f"--logging-rotate-seconds: expected > 0, got {self.log_rotate_seconds}"
+            )
+
+    @property
+    def request_logging(self) -> dict[str, object]:
+        """The LoggingConfig of every model that logs its requests, by model name."""
+        return {model.name: model.logging for model in self.models if model.logging is not None}
 
     @property
     def retry(self) -> RetryPolicy:
@@ -149,7 +168,13 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     batcher = Batcher(
         executor, config.threads, config.batching, on_batch=metrics.batch_size.observe
     )
-    service = InferenceService(models, batcher)
+    request_logs = None
+    if config.request_logging:
+        request_logs = request_log.RequestLogs(
+            config.request_logging, config.log_max_records_per_file, config.log_rotate_seconds
+        )
+        request_logs.start()
+    service = InferenceService(models, batcher, request_logs)
 
     runner = web.AppRunner(
         RestApi(service, metrics, config.max_request_bytes).app(), access_log=None
@@ -191,6 +216,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         await runner.cleanup()
         models.stop()
         executor.shutdown(wait=False)
+        if request_logs is not None:
+            request_logs.close()  # the open files are closed and renamed
 
 
 def _listen_error(api: str, flag: str, host: str, port: int, error: Exception) -> str:
@@ -242,6 +269,34 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add_network_arguments(parser)
     _add_batching_arguments(parser)
     _add_thread_arguments(parser)
+    _add_logging_arguments(parser)
+
+
+def _add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """Request logging (serving/request_log.py)."""
+    parser.add_argument(
+        "--logging-config",
+        type=Path,
+        metavar="FILE",
+        help="log sampled requests and their responses as TF Serving's PredictionLog "
+        "records: a LoggingConfig text proto (log_collector_config { filename_prefix }, "
+        "sampling_config { sampling_rate }) for every model without a logging_config of its "
+        "own in --model-config-file",
+    )
+    parser.add_argument(
+        "--logging-max-records-per-file",
+        type=int,
+        default=request_log.DEFAULT_MAX_RECORDS_PER_FILE,
+        help="close a request log file after this many records "
+        f"(default {request_log.DEFAULT_MAX_RECORDS_PER_FILE:,})",
+    )
+    parser.add_argument(
+        "--logging-rotate-seconds",
+        type=float,
+        default=request_log.DEFAULT_ROTATE_SECONDS,
+        help="close a request log file this long after it was opened "
+        f"(default {request_log.DEFAULT_ROTATE_SECONDS:g})",
+    )
 
 
 def _add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -440,6 +495,11 @@ def model_configs_from_file(path: Path) -> tuple[ModelConfig, ...]:
             configs.append(_model_config(model))
         except ValueError as error:
             raise ValueError(f"{where}: model {model.name}: {error}") from None
+        if model.HasField("logging_config"):
+            request_log.check_logging_config(
+                model.logging_config, f"{where}: model {model.name}: logging_config"
+            )
+            configs[-1] = dataclasses.replace(configs[-1], logging=model.logging_config)
     if not configs:
         raise ValueError(f"{where}: model_config_list names no model; {_CONFIG_EXAMPLE}")
     return tuple(configs)
@@ -469,6 +529,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         base_path = args.model_base_path or args.output_root / "serving" / name
         policy = VersionPolicy(args.version_policy, args.num_latest, tuple(args.versions))
         models = (ModelConfig(name, base_path, policy, dict(args.label)),)
+    if args.logging_config:
+        # For every model without a logging_config of its own in --model-config-file.
+        logging_config = request_log.read_logging_config(args.logging_config)
+        models = tuple(
+            model
+            if model.logging is not None
+            else dataclasses.replace(model, logging=logging_config)
+            for model in models
+        )
     return ServerConfig(
         models=models,
         host=args.host,
@@ -481,6 +550,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model_threads=args.model_threads,
         intra_op_threads=args.tf_intra_op_threads,
         inter_op_threads=args.tf_inter_op_threads,
+        log_max_records_per_file=args.logging_max_records_per_file,
+        log_rotate_seconds=args.logging_rotate_seconds,
         batching=BatchingConfig(
             enabled=not args.no_batching,
             max_batch_size=args.max_batch_size,
@@ -511,6 +582,20 @@ def run_serve(args: argparse.Namespace) -> int:
         problem = port_problem(api, flag, config.host, port)
         if problem is not None:
             return _startup_error(problem)
+    # Refused rather than served without the logs someone asked for.
+    for name, logging_config in config.request_logging.items():
+        prefix = logging_config.log_collector_config.filename_prefix
+        problem = request_log.writable_problem(prefix)
+        if problem is not None:
+            return _startup_error(
+                f"model {name}: cannot write request logs (filename_prefix {prefix}): "
+                f"{problem}; expected a writable directory"
+            )
+    for model in config.models:
+        if model.logging is not None:
+            rate = model.logging.sampling_config.sampling_rate
+            prefix = model.logging.log_collector_config.filename_prefix
+            print(f"logging {rate:.0%} of model {model.name}'s requests to {prefix}.*.tfrecord")
     for model in config.models:
         print(
             f"serving model {model.name} from {model.base_path} "

@@ -13,6 +13,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from serving.batching import Batcher
+from serving.request_log import RequestLogs
 from serving.signatures import (
     CLASSIFY_METHOD,
     ServableModel,
@@ -45,9 +46,13 @@ def model_spec(servable: ServableModel, signature_name: str = "") -> model_pb2.M
 class InferenceService:
     """Model lookup plus the operations, shared by REST and gRPC."""
 
-    def __init__(self, models: ModelRegistry, batcher: Batcher) -> None:
+    def __init__(
+        self, models: ModelRegistry, batcher: Batcher, request_logs: RequestLogs | None = None
+    ) -> None:
         self.models = models
         self.batcher = batcher
+        # Sampled calls go to the request logs (serving/request_log.py), off this path.
+        self.request_logs = request_logs
 
     def servable(
         self, name: str, version: int | None = None, label: str | None = None
@@ -59,7 +64,10 @@ class InferenceService:
     ) -> tuple[Signature, dict[str, np.ndarray]]:
         signature = servable.signature(signature_name)
         check_inputs(signature, inputs)
-        return signature, await self.batcher.run(servable, signature, inputs)
+        outputs = await self.batcher.run(servable, signature, inputs)
+        if self.request_logs is not None:
+            self.request_logs.log_predict(servable, signature.name, inputs, outputs)
+        return signature, outputs
 
     async def _run_examples(
         self, servable: ServableModel, signature: Signature, examples: Sequence[bytes]
@@ -76,6 +84,8 @@ class InferenceService:
         signature = classification_signature(servable, signature_name)
         outputs = await self._run_examples(servable, signature, examples)
         labels, scores = classification_result(outputs, len(examples))
+        if self.request_logs is not None:
+            self.request_logs.log_classify(servable, signature.name, examples, labels, scores)
         return signature, labels, scores
 
     async def regress(
@@ -84,7 +94,10 @@ class InferenceService:
         """One float32 value per example."""
         signature = regression_signature(servable, signature_name)
         outputs = await self._run_examples(servable, signature, examples)
-        return signature, regression_result(outputs, len(examples))
+        values = regression_result(outputs, len(examples))
+        if self.request_logs is not None:
+            self.request_logs.log_regress(servable, signature.name, examples, values)
+        return signature, values
 
     async def multi_inference(
         self,

@@ -397,6 +397,22 @@ def examples_inputs(examples: Sequence[bytes]) -> dict[str, np.ndarray]:
     return {EXAMPLES_INPUT: np.array(list(examples), dtype=object)}
 
 
+def fill_classifications(
+    result: Any,
+    labels: np.ndarray | None,
+    scores: np.ndarray,
+) -> None:
+    """Per example, a (label, score) Class per column, in the model's order, into a
+    ClassificationResult (the gRPC reply's, or a request log's)."""
+    label_rows = labels.tolist() if labels is not None else None
+    for row, row_scores in enumerate(scores.tolist()):
+        classification = result.classifications.add()
+        for column, score in enumerate(row_scores):
+            entry = classification.classes.add(score=score)
+            if label_rows is not None:
+                entry.label = label_rows[row][column].decode("utf-8", "replace")
+
+
 def classification_result(
     outputs: dict[str, np.ndarray], num_examples: int
 ) -> tuple[np.ndarray | None, np.ndarray]:

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serving.errors import invalid_argument, not_found, unavailable
 
@@ -101,12 +101,14 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One served model: its name, base path, version policy and version labels."""
+    """One served model: its name, base path, version policy and version labels, and
+    its request logging (a tensorflow_serving LoggingConfig, or None: not logged)."""
 
     name: str
     base_path: Path | str  # a str for an s3:// or gs:// URL (pathlib would mangle it)
     policy: VersionPolicy = field(default_factory=VersionPolicy)
     labels: dict[str, int] = field(default_factory=dict)
+    logging: Any = None
 
 
 @dataclass(frozen=True)
