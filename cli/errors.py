@@ -20,6 +20,9 @@ from ingest.errors import UsageError
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_BLESSED, EXIT_BUSY = 0, 1, 2, 3, 4
 # `versions --max-age-days`: the served model is older than allowed, or nothing is served.
 EXIT_STALE = 5
+# `monitor`: the served traffic is skewed from the training data or drifted from the
+# previous window beyond the bounds (6), or the window holds no logged request (7).
+EXIT_SKEW, EXIT_NO_REQUESTS = 6, 7
 # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
 

@@ -71,6 +71,10 @@ COMMANDS: dict[str, CommandInfo] = {
     "predict": CommandInfo(
         "cli.commands.predict", "classify one image with a served model (REST or gRPC)"
     ),
+    "monitor": CommandInfo(
+        "cli.commands.monitor",
+        "compare the served model's logged requests with its training data and the last window",
+    ),
 }
 
 
