@@ -23,6 +23,16 @@ Settings, from the environment of the scheduler / DAG processor (defaults after 
 - ``MNIST_TFX_SCHEDULE`` = ``@daily``; a cron expression or preset, or ``none``
 - ``MNIST_TFX_RETRIES`` = ``1``, ``MNIST_TFX_RETRY_DELAY`` = ``300`` (seconds): a failed
   task is retried alone, after the delay
+
+A second DAG, ``mnist_tfx_monitor``, exists when ``MNIST_TFX_MONITOR_LOG_PREFIX`` is set
+(the ``filename_prefix`` of the server's request-logging config): one task running
+``mnist-tfx monitor`` over the window ending at the run's data interval end (or its
+trigger time), skipped when the window holds no logged request (exit 7) and failed
+with the verdict when the traffic is skewed or drifted beyond the bounds (exit 6):
+
+- ``MNIST_TFX_MONITOR_SCHEDULE`` = ``@hourly``; ``MNIST_TFX_MONITOR_WINDOW`` = ``3600``
+  (seconds); ``MNIST_TFX_MONITOR_ARGS`` = empty: more ``mnist-tfx monitor`` flags
+  (``--max-skew 0.05``); the dataset and output root are the pipeline's
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.exceptions import AirflowException
+from airflow.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
@@ -142,13 +152,9 @@ def load_plan(env: dict[str, str]) -> dict:
     return plan
 
 
-def run_node(node_id: str, pipeline_run_id: str, python: str, args: list[str]) -> None:
-    """The task: ``mnist-tfx run-node`` in the project's environment, its output in the
-    task's log, and on failure the command's own one-line error as the task's."""
-    if not Path(python).exists():
-        raise AirflowException(_missing_python(Path(python)))
-    command = [python, "-m", "cli", "run-node", "--node", node_id]
-    command += ["--pipeline-run-id", pipeline_run_id, *args]
+def _run_project_command(command: list[str]) -> tuple[int, str]:
+    """``command`` in the project's environment and directory, its output in the task's
+    log; (exit code, output)."""
     log.info("running %s", shlex.join(command))
     output = []
     with subprocess.Popen(
@@ -163,11 +169,43 @@ def run_node(node_id: str, pipeline_run_id: str, python: str, args: list[str]) -
         for line in proc.stdout:
             log.info("%s", line.rstrip())
             output.append(line)
-    if proc.returncode != 0:
-        error = _last_error("".join(output)) or "no error line; see the log above"
-        raise AirflowException(
-            f"{node_id} failed (mnist-tfx run-node exit {proc.returncode}): {error}"
-        )
+    return proc.returncode, "".join(output)
+
+
+def run_node(node_id: str, pipeline_run_id: str, python: str, args: list[str]) -> None:
+    """The task: ``mnist-tfx run-node`` in the project's environment, its output in the
+    task's log, and on failure the command's own one-line error as the task's."""
+    if not Path(python).exists():
+        raise AirflowException(_missing_python(Path(python)))
+    command = [python, "-m", "cli", "run-node", "--node", node_id]
+    returncode, output = _run_project_command(
+        command + ["--pipeline-run-id", pipeline_run_id, *args]
+    )
+    if returncode != 0:
+        error = _last_error(output) or "no error line; see the log above"
+        raise AirflowException(f"{node_id} failed (mnist-tfx run-node exit {returncode}): {error}")
+
+
+# `mnist-tfx monitor`'s exit codes (cli/errors.py).
+MONITOR_EXIT_SKEW, MONITOR_EXIT_NO_REQUESTS = 6, 7
+
+
+def run_monitor(python: str, args: list[str], until: str, window: str) -> None:
+    """The monitor task: ``mnist-tfx monitor`` over ``window`` seconds ending at
+    ``until``; skipped without requests, failed with the verdict beyond the bounds."""
+    if not Path(python).exists():
+        raise AirflowException(_missing_python(Path(python)))
+    command = [python, "-m", "cli", "monitor", *args, "--until", until, "--window-seconds", window]
+    returncode, output = _run_project_command(command)
+    lines = [line for line in output.splitlines() if line.strip()]
+    if returncode == MONITOR_EXIT_NO_REQUESTS:
+        raise AirflowSkipException(lines[-1] if lines else "no logged requests")
+    if returncode == MONITOR_EXIT_SKEW:
+        verdict = next((line for line in lines if line.startswith("verdict:")), "see the log")
+        raise AirflowFailException(f"served traffic beyond the bounds: {verdict}")
+    if returncode != 0:
+        error = _last_error(output) or "no error line; see the log above"
+        raise AirflowException(f"mnist-tfx monitor failed (exit {returncode}): {error}")
 
 
 def _non_negative(env: dict[str, str], name: str, default: int) -> int:
@@ -227,4 +265,53 @@ def create_dag(env: dict[str, str]) -> DAG:
     return dag
 
 
+MONITOR_DAG_ID = "mnist_tfx_monitor"
+
+
+def create_monitor_dag(env: dict[str, str]) -> DAG | None:
+    """The hourly monitor of the served model's logged requests, or None when
+    ``MNIST_TFX_MONITOR_LOG_PREFIX`` is not set (nothing to read)."""
+    prefix = env.get("MNIST_TFX_MONITOR_LOG_PREFIX", "").strip()
+    if not prefix:
+        return None
+    window = env.get("MNIST_TFX_MONITOR_WINDOW", "3600").strip()
+    try:
+        if float(window) <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"MNIST_TFX_MONITOR_WINDOW: expected seconds > 0, got {window!r}"
+        ) from None
+    dataset = env.get("MNIST_TFX_DATASET", "mnist")
+    output_root = env.get("MNIST_TFX_OUTPUT_ROOT", str(PROJECT / "tfx_output"))
+    args = ["--log-prefix", prefix, "--dataset", dataset, "--output-root", output_root]
+    args += shlex.split(env.get("MNIST_TFX_MONITOR_ARGS", ""))
+    scheduled = env.get("MNIST_TFX_MONITOR_SCHEDULE", "@hourly").strip()
+    dag = DAG(
+        dag_id=MONITOR_DAG_ID,
+        schedule=None if scheduled.lower() in ("", "none") else scheduled,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "mnist-tfx", "retries": 0},
+        description=f"skew and drift of the requests logged under {prefix} ({dataset})",
+        tags=["monitor", dataset],
+    )
+    PythonOperator(
+        task_id="monitor",
+        python_callable=run_monitor,
+        op_kwargs={
+            "python": str(project_python(env)),
+            "args": args,
+            # The data interval's end for a scheduled run; a manual run has none.
+            "until": "{{ (data_interval_end or dag_run.run_after).timestamp() }}",
+            "window": window,
+        },
+        doc_md="`mnist-tfx monitor` over the window ending at the run's interval end.",
+        dag=dag,
+    )
+    return dag
+
+
 DAG_ = create_dag(dict(os.environ))
+MONITOR_DAG = create_monitor_dag(dict(os.environ))

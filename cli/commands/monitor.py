@@ -31,9 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the filename_prefix of the server's LoggingConfig: reads PREFIX.*.tfrecord",
     )
     parser.add_argument(
+        "--output-root",
+        type=Path,
+        default=Path("tfx_output"),
+        help="default parent of --model-base-path (OUTPUT_ROOT/serving/<dataset>) and "
+        "--report-dir (default: ./tfx_output)",
+    )
+    parser.add_argument(
         "--model-base-path",
         type=object_store.base_path,
-        help="where the served versions are (default: tfx_output/serving/<dataset>); the "
+        help="where the served versions are (default: OUTPUT_ROOT/serving/<dataset>); the "
         "version that answered most of the window's requests gives the training profile",
     )
     parser.add_argument(
@@ -66,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--report-dir",
         type=Path,
         help="write index.html and monitor.json here (default: "
-        "tfx_output/monitor/<dataset>/<window end, UTC>)",
+        "OUTPUT_ROOT/monitor/<dataset>/<window end, UTC>)",
     )
     parser.add_argument("--json", action="store_true", help="print the JSON instead of lines")
 
@@ -104,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag}: expected 0..1, got {value:g}")
     end = args.until if args.until is not None else time.time()
     start = end - args.window_seconds
-    base_path = args.model_base_path or Path("tfx_output") / "serving" / args.dataset
+    base_path = args.model_base_path or args.output_root / "serving" / args.dataset
     class_names = get_dataset(args.dataset).class_names
     if not log_files(args.log_prefix):
         print(
@@ -166,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         "predicted_class_counts": served.label_counts,
     }
     report_dir = args.report_dir or (
-        Path("tfx_output")
+        args.output_root
         / "monitor"
         / args.dataset
         / datetime.fromtimestamp(end, timezone.utc).strftime("%Y%m%dT%H%M%SZ")

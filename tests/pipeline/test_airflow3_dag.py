@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow_fixture import AIRFLOW_PYTHON, PROJECT, airflow_env, require_airflow
+from tests.airflow_fixture import (
+    AIRFLOW_PYTHON,
+    PROJECT,
+    airflow,
+    airflow_env,
+    latest_run_id,
+    require_airflow,
+    tail,
+    task_states,
+)
 from tests.pipeline_fixture import fail_text, run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -40,6 +49,8 @@ EDGES = {
 _INSPECT = textwrap.dedent(
     """
     import json
+    from datetime import timedelta
+
     from airflow.models.dagbag import DagBag
 
     bag = DagBag(include_examples=False)
@@ -51,10 +62,10 @@ _INSPECT = textwrap.dedent(
             "max_active_runs": dag.max_active_runs,
             "max_active_tasks": dag.max_active_tasks,
             "retries": dag.default_args.get("retries"),
-            "retry_delay_s": dag.default_args["retry_delay"].total_seconds(),
+            "retry_delay_s": dag.default_args.get("retry_delay", timedelta(0)).total_seconds(),
             "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
             "operators": sorted({type(t).__name__ for t in dag.tasks}),
-            "op_kwargs": dag.task_dict["Trainer"].op_kwargs,
+            "op_kwargs": {t.task_id: t.op_kwargs for t in dag.tasks},
         }
     print(json.dumps(out))
     """
@@ -106,7 +117,7 @@ def test_one_active_run_no_catch_up_daily_one_retry(parsed):
 
 def test_each_task_runs_its_node_with_the_run_flags_in_the_project_venv(parsed):
     root, found = parsed
-    kwargs = found["dags"][DAG_ID]["op_kwargs"]
+    kwargs = found["dags"][DAG_ID]["op_kwargs"]["Trainer"]
     assert kwargs["node_id"] == "Trainer" and kwargs["pipeline_run_id"] == "{{ run_id }}"
     assert kwargs["python"] == str(PROJECT / ".venv" / "bin" / "python")
     assert kwargs["args"] == [
@@ -284,3 +295,59 @@ def test_a_killed_task_takes_its_node_process_with_it(parsed, tmp_path):
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the node's process outlived its killed task")
+
+
+MONITOR_DAG_ID = "mnist_tfx_monitor"
+
+
+def test_the_monitor_dag_exists_with_a_log_prefix_only(parsed, tmp_path):
+    """Without MNIST_TFX_MONITOR_LOG_PREFIX there is nothing to read and no monitor DAG;
+    with it, one hourly task running `mnist-tfx monitor` on the pipeline's dataset and
+    output root, one run at a time, no catch-up, no retry."""
+    root, found = parsed
+    assert MONITOR_DAG_ID not in found["dags"]
+    found = _inspect(
+        root,
+        MNIST_TFX_RUN_ARGS="--epochs 2",
+        MNIST_TFX_MONITOR_LOG_PREFIX=str(tmp_path / "logs" / "requests"),
+        MNIST_TFX_MONITOR_ARGS="--max-skew 0.05",
+    )
+    assert found["import_errors"] == {}
+    dag = found["dags"][MONITOR_DAG_ID]
+    assert dag["tasks"] == {"monitor": []}
+    assert (dag["schedule"], dag["catchup"], dag["max_active_runs"], dag["retries"]) == (
+        "0 * * * *",
+        False,
+        1,
+        0,
+    )
+    kwargs = dag["op_kwargs"]["monitor"]
+    assert kwargs["args"] == [
+        "--log-prefix", str(tmp_path / "logs" / "requests"),
+        "--dataset", "mnist", "--output-root", str(root / "out"), "--max-skew", "0.05",
+    ]  # fmt: skip
+    assert kwargs["window"] == "3600"
+    assert "data_interval_end" in kwargs["until"]
+
+
+def test_the_monitor_task_skips_a_window_without_requests(tmp_path):
+    """A real `airflow dags test` of the monitor DAG (the template rendered, the project
+    venv's `mnist-tfx monitor` run): no log file yet -> exit 7 -> the task is skipped,
+    with the command's message in its log; the DAG run succeeds."""
+    require_airflow()
+    env = airflow_env(
+        tmp_path,
+        MNIST_TFX_DATA_DIR=str(tmp_path / "data"),
+        MNIST_TFX_OUTPUT_ROOT=str(tmp_path / "out"),
+        MNIST_TFX_MONITOR_LOG_PREFIX=str(tmp_path / "logs" / "requests"),
+    )
+    code, _ = airflow(["db", "migrate"], env, tmp_path / "migrate.log", 900)
+    assert code == 0, tail(tmp_path / "migrate.log")
+    log = tmp_path / "monitor.log"
+    code, seconds = airflow(["dags", "test", MONITOR_DAG_ID], env, log, 900)
+    assert code == 0, tail(log)
+    states = task_states(
+        tmp_path / "airflow", MONITOR_DAG_ID, latest_run_id(tmp_path / "airflow", MONITOR_DAG_ID)
+    )
+    assert states["monitor"]["state"] == "skipped", tail(log)
+    assert f"no file matches {tmp_path / 'logs' / 'requests'}.*.tfrecord" in log.read_text()
