@@ -66,6 +66,21 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; fi
 
+## make browser-js: Node (Debian's nodejs and npm, installed if missing) and playwright-core,
+## pinned by tests/browser/package-lock.json, for the draw-a-digit page's browser test
+## (tests/serving/test_ui_browser.py). npm ci runs only when node_modules is missing or older
+## than the lock.
+BROWSER_JS := tests/browser/node_modules/.package-lock.json
+.PHONY: browser-js
+browser-js: $(BROWSER_JS)
+
+$(BROWSER_JS): tests/browser/package.json tests/browser/package-lock.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm; fi; fi
+	npm ci --prefix tests/browser --no-audit --no-fund
+	@touch $@
+
 ## make test: set up, lint (style and the package layering), then the whole suite
 ## (unit + end-to-end on the committed fixture), one pytest worker per core (pytest-xdist;
 ## a test file stays on one worker, so its module fixtures are built once). Most tests wait
@@ -73,7 +88,7 @@ browser:
 ## TEST_WORKERS=0 runs in this process; the slowest tests are listed at the end.
 TEST_WORKERS ?= auto
 PYTEST_PAR := -n $(TEST_WORKERS) --dist loadfile --durations=25
-test: setup airflow-setup browser lint
+test: setup airflow-setup browser browser-js lint
 	$(PY) -m pytest tests $(PYTEST_PAR) $(ARGS)
 
 test-fast: setup

@@ -16,7 +16,7 @@ setup(
         include=["ingest*", "components*", "report*", "trainer*", "pipeline*", "serving*", "cli*"]
     ),
     # The evaluation report's page template; the REST API's OpenAPI description.
-    package_data={"report": ["templates/*.html"], "serving": ["openapi.yaml"]},
+    package_data={"report": ["templates/*.html"], "serving": ["openapi.yaml", "ui/*.html"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",

@@ -39,6 +39,7 @@ from serving.errors import (
 )
 from serving.metrics import METRICS_PATH, ServingMetrics
 from serving.service import InferenceService
+from serving.ui import DrawPage
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +134,17 @@ class RestApi:
     """The aiohttp handlers, bound to one InferenceService."""
 
     def __init__(
-        self, service: InferenceService, metrics: ServingMetrics, max_request_bytes: int
+        self,
+        service: InferenceService,
+        metrics: ServingMetrics,
+        max_request_bytes: int,
+        ui: bool = False,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
+        # The draw-a-digit page (serving/ui/): GET / and /ui/samples; off with --no-ui.
+        self.ui = ui
 
     def app(self) -> web.Application:
         # aiohttp enforces the same limit while reading; the handler checks first so
@@ -148,6 +155,8 @@ class RestApi:
         app.router.add_route("*", r"/{api:[vV]1}/{tail:[\s\S]*}", self.handle_model)
         app.router.add_get(HEALTH_PATH, self.handle_health)
         app.router.add_get(METRICS_PATH, self.handle_metrics)
+        if self.ui:
+            DrawPage(self.service).add_routes(app)
         return app
 
     async def handle_model(self, request: web.Request) -> web.Response:

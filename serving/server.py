@@ -85,6 +85,8 @@ class ServerConfig:
     # this many seconds, whichever comes first.
     log_max_records_per_file: int = request_log.DEFAULT_MAX_RECORDS_PER_FILE
     log_rotate_seconds: float = request_log.DEFAULT_ROTATE_SECONDS
+    # The draw-a-digit page on the REST port (GET /, serving/ui/); --no-ui turns it off.
+    ui: bool = True
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -177,7 +179,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     service = InferenceService(models, batcher, request_logs)
 
     runner = web.AppRunner(
-        RestApi(service, metrics, config.max_request_bytes).app(), access_log=None
+        RestApi(service, metrics, config.max_request_bytes, ui=config.ui).app(), access_log=None
     )
     await runner.setup()
     grpc_server = None
@@ -388,6 +390,12 @@ def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
         "Serving's --load_retry_interval_micros of one minute)",
     )
     parser.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="no draw-a-digit page: GET / and /ui/samples on the REST port answer 404 "
+        "(default: the page is served)",
+    )
+    parser.add_argument(
         "--max-request-bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
@@ -552,6 +560,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         inter_op_threads=args.tf_inter_op_threads,
         log_max_records_per_file=args.logging_max_records_per_file,
         log_rotate_seconds=args.logging_rotate_seconds,
+        ui=not args.no_ui,
         batching=BatchingConfig(
             enabled=not args.no_batching,
             max_batch_size=args.max_batch_size,
