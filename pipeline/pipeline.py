@@ -317,6 +317,14 @@ def create_pipeline(
             "keep_versions": release.keep_versions,
             "code_fingerprint": code_prints.get("Pusher", ""),
             **({"models_config": release.models_config} if release.models_config else {}),
+            # What the model card states that the Pusher's inputs do not carry
+            # (components/pusher/model_card.py).
+            "model_card": {
+                "dataset": data.dataset,
+                "class_names": list(data.class_names),
+                "hparams": dict(training.hparams),
+                "trainer_code_fingerprint": training.code_fingerprint,
+            },
         },
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
     )

@@ -2,15 +2,19 @@
 ML Metadata knows of each: accuracy, blessing, dataset, model, hyperparameters, the
 MLMD ids from the push back to the examples, and the source files' sha256 per
 training span as recorded when the version was pushed (else as ExampleGen recorded
-them; never the span's manifest as it is now), and which of the two it shows."""
+them; never the span's manifest as it is now), and which of the two it shows.
+With --card V, print version V's model card (the Markdown the Pusher wrote into
+V/assets.extra/model_card.md) instead."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 
 from cli.errors import EXIT_OK, EXIT_STALE, require_metadata_store
+from ingest.errors import UsageError
 from pipeline import run_flags
 from pipeline.config import RunConfig
 from serving import object_store
@@ -28,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", help="default: the dataset name")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
+        "--card",
+        type=int,
+        metavar="VERSION",
+        help="print the model card of this version (VERSION/assets.extra/model_card.md; "
+        "model_card.html beside it) instead of the table",
+    )
+    parser.add_argument(
         "--max-age-days",
         type=float,
         metavar="DAYS",
@@ -40,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.lineage import format_versions, list_version_lineage, versions_json
 
     config = serving_config(args)
+    if args.card is not None:
+        # The card travels inside the version: no metadata store needed to read it.
+        print(read_card(serving_base(args, config), args.card), end="")
+        return EXIT_OK
     require_metadata_store(config)
     base = serving_base(args, config)
     rows = list_version_lineage(str(config.metadata), base)
@@ -59,6 +74,36 @@ def serving_config(args: argparse.Namespace) -> RunConfig:
 def serving_base(args: argparse.Namespace, config: RunConfig) -> str:
     """The model's serving base path: ``SERVING_ROOT/<model name>``, a local path or a URL."""
     return str(config.serving_model_dir)
+
+
+def read_card(base: str, version: int) -> str:
+    """The Markdown model card of ``version`` under the serving base path ``base``;
+    UsageError (exit 2) naming the version and what was expected when the version or
+    its card is not there."""
+    from components.pusher.model_card import CARD_FILES
+    from serving.publish import list_versions
+
+    versions = list_versions(base)
+    if version not in versions:
+        there = ", ".join(map(str, reversed(versions))) or "none"
+        raise UsageError(
+            f"--card {version}: no version {version} under {base}; versions there: {there}"
+        )
+    path = (
+        object_store.join(base, str(version), CARD_FILES[0])
+        if object_store.is_url(base)
+        else os.path.join(base, str(version), CARD_FILES[0])
+    )
+    exists = object_store.exists(path) if object_store.is_url(base) else os.path.isfile(path)
+    if not exists:
+        raise UsageError(
+            f"--card {version}: version {version} has no model card; expected {path} "
+            "(written by the Pusher since model cards were added; an older push has none)"
+        )
+    if object_store.is_url(base):
+        return object_store.read_bytes(path).decode("utf-8")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def _check_age(serving_model_dir: str, max_days: float) -> int:
