@@ -138,7 +138,7 @@ def writable_problem(prefix: str) -> str | None:
 class _Entry:
     """One sampled call, as the handler had it: arrays, not protos."""
 
-    kind: str  # "predict", "classify" or "regress"
+    kind: str  # "predict", "classify", "regress" or "multi_inference"
     model: str
     version: int
     signature: str
@@ -149,6 +149,8 @@ class _Entry:
     labels: np.ndarray | None = None
     scores: np.ndarray | None = None
     values: np.ndarray | None = None
+    # multi_inference: per task (signature, method name, classification or regression)
+    tasks: Sequence[tuple[str, str, Any]] = ()
 
 
 def _model_spec(spec, entry: _Entry, with_version: bool) -> None:
@@ -204,6 +206,8 @@ def build_prediction_log(entry: _Entry, sampling_config) -> Any:
         for key, array in entry.outputs.items():
             log.response.outputs[key].CopyFrom(_tensor(array))
         return record
+    if entry.kind == "multi_inference":
+        return _multi_inference_log(record, entry, example_pb2)
     log = record.classify_log if entry.kind == "classify" else record.regress_log
     _model_spec(log.request.model_spec, entry, with_version=False)
     examples = log.request.input.example_list.examples
@@ -215,6 +219,32 @@ def build_prediction_log(entry: _Entry, sampling_config) -> Any:
     else:
         for value in entry.values.tolist():
             log.response.result.regressions.add(value=value)
+    return record
+
+
+def _multi_inference_log(record, entry: _Entry, example_pb2) -> Any:
+    """A MultiInferenceLog: every task's model spec and method in the request, with the
+    examples once, and a classification or regression result per task."""
+    from serving.signatures import CLASSIFY_METHOD, fill_classifications
+
+    log = record.multi_inference_log
+    examples = log.request.input.example_list.examples
+    for serialized in entry.examples:
+        examples.add().CopyFrom(example_pb2.Example.FromString(serialized))
+    for signature, method, result in entry.tasks:
+        task = log.request.tasks.add(method_name=method)
+        task.model_spec.name = entry.model
+        task.model_spec.signature_name = signature
+        answer = log.response.results.add()
+        answer.model_spec.name = entry.model
+        answer.model_spec.signature_name = signature
+        answer.model_spec.version.value = entry.version
+        if method == CLASSIFY_METHOD:
+            labels, scores = result
+            fill_classifications(answer.classification_result, labels, scores)
+        else:
+            for value in np.asarray(result).tolist():
+                answer.regression_result.regressions.add(value=value)
     return record
 
 
@@ -409,6 +439,23 @@ class RequestLogs:
                     examples=examples,
                     labels=labels,
                     scores=scores,
+                )  # fmt: skip
+            )
+
+    def log_multi_inference(self, servable, examples, results) -> None:
+        """``results``: (signature, method name, result) per task, as the service has them."""
+        request_logger = self._sampled(servable.model_name)
+        if request_logger is not None:
+            tasks = [(signature.name, method, result) for signature, method, result in results]
+            request_logger.submit(
+                _Entry(
+                    "multi_inference",
+                    servable.model_name,
+                    servable.version,
+                    tasks[0][0] if tasks else "",
+                    time.time(),
+                    examples=examples,
+                    tasks=tasks,
                 )  # fmt: skip
             )
 

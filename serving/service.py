@@ -116,6 +116,8 @@ class InferenceService:
             else:
                 result = regression_result(outputs, len(examples))
             results.append((signature, method, result))
+        if self.request_logs is not None:
+            self.request_logs.log_multi_inference(servable, examples, results)
         return results
 
     def metadata(self, servable: ServableModel) -> get_model_metadata_pb2.GetModelMetadataResponse:

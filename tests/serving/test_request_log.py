@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    inference_pb2,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+)
 
+from ingest.convert import image_to_example
 from serving import request_log
 from tests.serving_fixture import (
     MODEL_NAME,
@@ -181,6 +187,43 @@ def test_corrupt_and_truncated_files_are_skipped_and_named(tmp_path):
     assert len(result.records) == 4
 
 
+def test_a_multi_inference_call_is_one_record_with_a_result_per_task(tmp_path):
+    """TF Serving's MultiInferenceLog: the tasks (signature, method) and the examples in
+    the request, one classification or regression result per task in the response."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    example.features.feature["image"].bytes_list.value.append(bytes(range(256)) * 3 + bytes(16))
+    logs = request_log.RequestLogs({"mnist": config(str(tmp_path / "r"))})
+    logs.start()
+    classes = np.array([[b"0", b"1"]], dtype=object)
+    scores = np.array([[0.25, 0.75]], dtype=np.float32)
+    results = [
+        (SimpleNamespace(name="classify"), "tensorflow/serving/classify", (classes, scores)),
+        (
+            SimpleNamespace(name="regress"),
+            "tensorflow/serving/regress",
+            np.array([0.5], np.float32),
+        ),
+    ]
+    logs.log_multi_inference(SERVABLE, [example.SerializeToString()], results)
+    logs.close()
+    (record,) = request_log.read_prediction_logs(str(tmp_path / "r")).records
+    log = record.multi_inference_log
+    assert [(t.model_spec.signature_name, t.method_name) for t in log.request.tasks] == [
+        ("classify", "tensorflow/serving/classify"),
+        ("regress", "tensorflow/serving/regress"),
+    ]
+    assert log.request.input.example_list.examples[0] == example
+    first, second = log.response.results
+    assert first.model_spec.version.value == 7
+    assert [(c.label, c.score) for c in first.classification_result.classifications[0].classes] == [
+        ("0", 0.25),
+        ("1", 0.75),
+    ]
+    assert [r.value for r in second.regression_result.regressions] == [0.5]
+
+
 def test_loggers_are_shared_between_models_with_the_same_config(tmp_path):
     same = config(str(tmp_path / "a"))
     logs = request_log.RequestLogs({"m1": same, "m2": same, "m3": config(str(tmp_path / "b"))})
@@ -247,6 +290,15 @@ def logged_server(tmp_path_factory):
             timeout=30,
         )
         replies["classify"] = (response.status_code, response.text)
+        multi = inference_pb2.MultiInferenceRequest()
+        task = multi.tasks.add(method_name="tensorflow/serving/classify")
+        task.model_spec.name = MODEL_NAME
+        task.model_spec.signature_name = "classify"
+        multi.input.example_list.examples.add().CopyFrom(image_to_example(images[6], 0))
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).MultiInference(
+                multi, timeout=30
+            )
         assert not list((root / "logs").glob("*.tfrecord")), "a file was closed before the stop"
     finally:
         server.stop()
@@ -288,6 +340,19 @@ def test_the_server_logs_classify_calls_with_their_examples_and_classes(logged_s
     classifications = classify.classify_log.response.result.classifications
     assert len(classifications) == 2 and len(classifications[0].classes) == 10
     assert classify.log_metadata.model_spec.signature_name == "classify"
+
+
+def test_the_server_logs_a_grpc_multi_inference_call(logged_server):
+    _, prefix, images = logged_server
+    records = request_log.read_prediction_logs(prefix).records
+    (multi,) = [r for r in records if r.WhichOneof("log_type") == "multi_inference_log"]
+    log = multi.multi_inference_log
+    assert [t.method_name for t in log.request.tasks] == ["tensorflow/serving/classify"]
+    image = log.request.input.example_list.examples[0].features.feature["image"]
+    assert image.bytes_list.value[0] == images[6].tobytes()
+    (result,) = log.response.results
+    assert result.model_spec.version.value == 5
+    assert len(result.classification_result.classifications[0].classes) == 10
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess:
