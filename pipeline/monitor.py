@@ -112,11 +112,23 @@ def decode_record(record) -> tuple[np.ndarray, np.ndarray, str]:
             raise ValueError(f"predict outputs {sorted(outputs)} hold no scores")
         scores = tf.make_ndarray(outputs[key]).reshape(images.shape[0], -1)
         return images, scores.argmax(axis=1).astype(np.int64), signature
-    if kind == "classify_log":
-        examples = record.classify_log.request.input.example_list.examples
+    if kind in ("classify_log", "multi_inference_log"):
+        log = getattr(record, kind)
+        examples = log.request.input.example_list.examples
         images = _images_from_examples(e.SerializeToString() for e in examples)
-        classifications = record.classify_log.response.result.classifications
-        predicted = [int(np.argmax([c.score for c in item.classes])) for item in classifications]
+        if kind == "classify_log":
+            result = log.response.result
+        else:  # the first classification task's answer
+            result = next(
+                (r.classification_result for r in log.response.results
+                 if r.HasField("classification_result")),
+                None,
+            )  # fmt: skip
+            if result is None:
+                raise ValueError("a multi_inference record without a classification task")
+        predicted = [
+            int(np.argmax([c.score for c in item.classes])) for item in result.classifications
+        ]
         return images, np.array(predicted, np.int64), signature
     raise ValueError(f"a {kind} record holds no class prediction")
 
