@@ -17,6 +17,9 @@ Exit codes (``cli/errors.py``; docs/reliability.md#exit-codes):
 - 4 another run is using the same ML Metadata store (nothing done);
 - 5 ``versions --max-age-days``: the served model is older than allowed, or nothing is
   served;
+- 6 ``monitor``: the logged requests of the window are skewed from the training data or
+  drifted from the previous window beyond the bounds;
+- 7 ``monitor``: no logged request in the window (or no log file yet);
 - 130 interrupted (Ctrl-C).
 
 Importing it selects Keras 2 (``tf_keras``) and quiets TensorFlow's C++ logs before
