@@ -5,6 +5,7 @@ the orchestrator and calls ``create_pipeline``; nothing more.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ingest.convert import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, VALIDATION_SE
 from ingest.datasets import SPLITS, get_dataset
 from ingest.fetch import fetch_dataset, find_idx_files, verify_idx_files
 from ingest.spans import add_next_span, ingest_span, list_spans, span_dir
+from pipeline.beam_runners import with_local_dependencies
 from pipeline.config import RunConfig
 from pipeline.metadata_config import describe_metadata, exclusive_store
 from pipeline.pipeline import create_pipeline
@@ -173,7 +175,13 @@ def build_pipeline(config: RunConfig, data_root: Path) -> Pipeline:
         serving_model_dir=_absolute(config.serving_model_dir),
     )
     config.pipeline_dir.mkdir(parents=True, exist_ok=True)
-    return create_pipeline(paths, settings)
+    # The executors run on this machine (here or in Airflow's tasks): with the
+    # DirectRunner, stop TFX packaging itself for workers that need no package.
+    runtime = dataclasses.replace(
+        settings.runtime,
+        beam_pipeline_args=tuple(with_local_dependencies(settings.runtime.beam_pipeline_args)),
+    )
+    return create_pipeline(paths, dataclasses.replace(settings, runtime=runtime))
 
 
 def run_local(config: RunConfig) -> None:

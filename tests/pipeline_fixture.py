@@ -13,8 +13,8 @@ import tensorflow as tf
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def run_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra_env)
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         cwd=cwd,

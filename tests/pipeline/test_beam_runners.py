@@ -131,3 +131,33 @@ def test_direct_multi_processing_runs_the_whole_pipeline(tmp_path):
     assert {c["state"] for c in summary["components"]} == {"COMPLETE"}
     assert summary["example_counts"] == {"train": 275, "validation": 25, "test": 200}
     assert summary["pushed"] is True
+
+
+def test_direct_runners_name_this_setup_py_so_tfx_builds_no_package(tmp_path, monkeypatch):
+    from tfx.utils import dependency_utils
+
+    from pipeline.beam_runners import _SETUP_PY, with_local_dependencies
+
+    for runner in ("direct", "direct-mp"):
+        args = with_local_dependencies(beam_pipeline_args(runner))
+        assert args == [*EXPECTED[runner], f"--setup_file={_SETUP_PY}"]
+    assert with_local_dependencies(["--direct_num_workers=1"])[-1] == f"--setup_file={_SETUP_PY}"
+    # TFX's own check then adds nothing and builds nothing in the temp dir.
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    args = with_local_dependencies(beam_pipeline_args("direct"))
+    assert dependency_utils.make_beam_dependency_flags(args) == args
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_runners_and_given_dependencies_are_left_alone(tmp_path):
+    from pipeline.beam_runners import with_local_dependencies
+
+    for runner in ("portable", "portable-external", "flink", "spark"):
+        assert with_local_dependencies(beam_pipeline_args(runner)) == EXPECTED[runner]
+    given = [*EXPECTED["direct"], "--extra_package=/pkgs/x.tar.gz"]
+    assert with_local_dependencies(given) == given
+    # No setup.py (an installed wheel without the source tree): TFX's behaviour.
+    assert (
+        with_local_dependencies(EXPECTED["direct"], str(tmp_path / "setup.py"))
+        == EXPECTED["direct"]
+    )

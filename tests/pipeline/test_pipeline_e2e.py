@@ -30,15 +30,20 @@ class PipelineRun:
     def __init__(self, dataset: str, root: Path) -> None:
         self.dataset = dataset
         self.root = root
-        self.first, self.first_summary = self._run("first")
+        # The first run's temporary files go to a directory of their own, to see what
+        # the run leaves behind there.
+        self.tmpdir = root / "tmp"
+        self.tmpdir.mkdir()
+        self.first, self.first_summary = self._run("first", TMPDIR=str(self.tmpdir))
         self.serving_listing_after_first = listing(self.serving_dir)
         self.second, self.second_summary = self._run("second")
 
-    def _run(self, name: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+    def _run(self, name: str, **env: str) -> tuple[subprocess.CompletedProcess, dict | None]:
         summary_path = self.root / f"{name}.json"
         proc = run_cli(
             *pipeline_args(self.dataset, self.root, "--summary-json", str(summary_path)),
             cwd=self.root,
+            **env,
         )
         return proc, _load(summary_path)
 
@@ -91,6 +96,18 @@ def test_first_run_completes_every_component_once(pipeline_run):
         executions = sorted(store.get_executions_by_context(node.id), key=lambda e: e.id)
         states = [metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in executions]
         assert states == ["COMPLETE", "CACHED"], (component, states)
+
+
+def test_beam_components_build_no_tfx_package(pipeline_run):
+    # With the DirectRunner, TFX's Beam executors would each copy TFX and run
+    # `setup.py sdist` on it into a new temp dir (tfx_ephemeral, ~49 MB, never
+    # deleted); the local runner's --setup_file stops that (pipeline/beam_runners.py).
+    assert pipeline_run.first.returncode == 0, fail_text(pipeline_run.first)
+    left = sorted(
+        str(p.relative_to(pipeline_run.tmpdir)) for p in pipeline_run.tmpdir.glob("*/build/tfx")
+    )
+    assert left == [], left
+    assert "tfx_ephemeral" not in pipeline_run.first.stderr
 
 
 def test_summary_counts_accuracy_and_blessing(pipeline_run):
