@@ -27,6 +27,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 import report
+from components.pusher import model_card
 
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
@@ -187,11 +188,30 @@ class EvaluationReportExecutor(base_executor.BaseExecutor):
             with tempfile.TemporaryDirectory() as local:
                 written = report.write_report(local, data, **settings)
                 io_utils.copy_dir(local, output.uri)
+                self._link_from_card(data.facts, local, output.uri)
         else:
             written = report.write_report(output.uri, data, **settings)
+            self._link_from_card(data.facts, output.uri, output.uri)
         output.set_string_custom_property("html_file", report.HTML_FILE)
         output.set_int_custom_property("test_examples", written["confusion_matrix"]["total"])
         if data.tfma.overall is not None:
             output.set_float_custom_property("accuracy", data.tfma.overall)
         output.set_int_custom_property("tfma_agrees", int(written["agreement"]["agrees"]))
         logging.info("evaluation report: %s", report_html_path(output.uri))
+
+    def _link_from_card(self, facts: report.RunFacts, local_dir: str, uri: str) -> None:
+        """The version this run pushed gets a copy of the report beside its model card,
+        which then links it (``model_card.link_report``). Nothing when this run pushed
+        no new version: a reused version keeps the report of the run that made it. A
+        version without a card (pushed by another Pusher) is left as it is."""
+        if not facts.pushed or facts.push_reused_version or not facts.pushed_path:
+            return
+        run_id = facts.mlmd.get("run_id") if facts.mlmd else None
+        try:
+            written = model_card.link_report(
+                facts.pushed_path, local_dir, report_html_path(uri), run_id
+            )
+        except FileNotFoundError as error:
+            logging.warning("evaluation report: not linked from a model card: %s", error)
+            return
+        logging.info("evaluation report: copied beside the model card, %d files", len(written))

@@ -30,12 +30,15 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from ingest.datasets import get_dataset
 from serving import object_store
@@ -46,6 +49,14 @@ CARD_MD = "model_card.md"
 CARD_HTML = "model_card.html"
 # Relative paths of the card's files inside a version directory.
 CARD_FILES = (f"{ASSETS_EXTRA}/{CARD_MD}", f"{ASSETS_EXTRA}/{CARD_HTML}")
+# The evaluation report's copy beside the card (written by the EvaluationReport component
+# after the push, see ``link_report``), and the link to it relative to the card.
+REPORT_DIR = f"{ASSETS_EXTRA}/evaluation_report"
+REPORT_LINK = "evaluation_report/index.html"
+# The card's line (Markdown) and paragraph (HTML) that ``link_report`` replaces.
+REPORT_PENDING_MD = "Not linked yet: the EvaluationReport component of run "
+REPORT_LINKED_MD = "[The evaluation report of run "
+REPORT_PARAGRAPH = re.compile(r'<p id="evaluation-report">.*?</p>', re.DOTALL)
 SOURCES_FILE = f"{ASSETS_EXTRA}/lineage/sources.json"
 HARDEST_CLASSES = 3
 NOT_RECORDED = "not recorded"
@@ -244,14 +255,18 @@ def read_sources(model_dir: str) -> list[dict[str, Any]]:
     return list(json.loads(_read_text(path)).get("sources", []))
 
 
+def _card_file(rel: str) -> bool:
+    return rel in CARD_FILES or rel.startswith(REPORT_DIR + "/")
+
+
 def model_digest(root: str | os.PathLike) -> str:
     """sha256 over every file's relative path and bytes under ``root``, the card's files
-    left out: ``serving.publish.tree_digest`` of the Trainer's export, and of any version
-    published from it with its card."""
+    and the evaluation report's copy left out: ``serving.publish.tree_digest`` of the
+    Trainer's export, and of any version published from it with its card."""
     digest = hashlib.sha256()
     if is_url(root):
         for rel in object_store.files_under(str(root)):
-            if rel in CARD_FILES:
+            if _card_file(rel):
                 continue
             digest.update(rel.encode())
             digest.update(b"\0")
@@ -260,7 +275,7 @@ def model_digest(root: str | os.PathLike) -> str:
     base = Path(root)
     for path in sorted(p for p in base.rglob("*") if p.is_file()):
         rel = str(path.relative_to(base))
-        if rel in CARD_FILES:
+        if _card_file(rel):
             continue
         digest.update(rel.encode())
         digest.update(b"\0")
@@ -619,9 +634,10 @@ def render_markdown(facts: CardFacts) -> str:
         "",
         "## Evaluation report",
         "",
-        f"Written by the EvaluationReport component of run {facts.run_id or NOT_RECORDED} "
-        "right after this push (`mnist-tfx summary` prints its link); the numbers above are "
-        f"the Evaluator's, in {facts.evaluation_dir or NOT_RECORDED}.",
+        f"{REPORT_PENDING_MD}{facts.run_id or NOT_RECORDED} writes it right after this push "
+        "and links it here (`mnist-tfx summary` prints its link too).",
+        "",
+        f"The numbers above are the Evaluator's, in {facts.evaluation_dir or NOT_RECORDED}.",
         "",
         "## Provenance",
         "",
@@ -695,9 +711,11 @@ code { font-size: 0.9em; } .failed { color: #b00; font-weight: bold; }
 {% else %}<p>thresholds: not recorded</p>{% endif %}
 <p>baseline: {{ f.baseline }}</p>
 <h2>Evaluation report</h2>
-<p>Written by the EvaluationReport component of run {{ f.run_id or "not recorded" }} right after
-this push (<code>mnist-tfx summary</code> prints its link); the numbers above are the
-Evaluator's, in <code>{{ f.evaluation_dir or "not recorded" }}</code>.</p>
+<p id="evaluation-report">Not linked yet: the EvaluationReport component of run
+{{ f.run_id or "not recorded" }} writes it right after this push and links it here
+(<code>mnist-tfx summary</code> prints its link too).</p>
+<p>The numbers above are the Evaluator's, in
+<code>{{ f.evaluation_dir or "not recorded" }}</code>.</p>
 <h2>Provenance</h2>
 <table>{% for k, v in f.provenance_rows() %}<tr><td>{{ k }}</td><td><code>{{ v }}</code></td></tr>
 {% endfor %}</table>
@@ -758,3 +776,84 @@ def write_card(version_dir: str | os.PathLike, facts: CardFacts) -> list[str]:
             os.replace(tmp, path)
         written.append(str(path))
     return written
+
+
+def link_report(
+    version_dir: str, report_dir: str | os.PathLike, report_uri: str, run_id: str | None
+) -> list[str]:
+    """Put the evaluation report beside the card of a pushed version and link it.
+
+    The EvaluationReport component runs after the Pusher (its page says what was
+    pushed), so the card cannot name the report when the version is published. This
+    is called by that component once its page exists: the report's files (the local
+    directory ``report_dir``) are copied into ``version_dir/assets.extra/evaluation_report/``,
+    so the report travels with the version like the card, and the card's "not linked
+    yet" line becomes a link to that copy (relative, valid wherever the version is
+    copied) and names ``report_uri``, where the run wrote it. Files under
+    ``assets.extra`` are read by neither TF Serving nor ``serving/verify.py`` and are
+    left out of ``model_digest``, so adding them changes nothing about the served model.
+
+    ``version_dir`` is a local directory or an object-store URL. Returns the paths
+    written; raises FileNotFoundError when the version has no card to link from."""
+    card_md = _join(version_dir, ASSETS_EXTRA, CARD_MD)
+    card_html = _join(version_dir, ASSETS_EXTRA, CARD_HTML)
+    if not _exists(card_md) or not _exists(card_html):
+        raise FileNotFoundError(f"{card_md}: no model card in version {version_dir}")
+    written = _copy_report(Path(report_dir), version_dir)
+    run = run_id or NOT_RECORDED
+    md_line = (
+        f"{REPORT_LINKED_MD}{run}]({REPORT_LINK}): a copy beside this card "
+        f"(`{REPORT_DIR}/`); the run wrote it to {report_uri}."
+    )
+    html_paragraph = (
+        f'<p id="evaluation-report"><a href="{_escape(REPORT_LINK)}">The evaluation report '
+        f"of run {_escape(run)}</a>: a copy beside this card (<code>{REPORT_DIR}/</code>); "
+        f"the run wrote it to <code>{_escape(report_uri)}</code>.</p>"
+    )
+    md = _read_text(card_md)
+    lines = md.split("\n")
+    lines = [
+        md_line if line.startswith((REPORT_PENDING_MD, REPORT_LINKED_MD)) else line
+        for line in lines
+    ]
+    html = REPORT_PARAGRAPH.sub(lambda _: html_paragraph, _read_text(card_html), count=1)
+    for path, text in ((card_md, "\n".join(lines)), (card_html, html)):
+        _write_text(path, text)
+        written.append(path)
+    return written
+
+
+def _escape(text: str) -> str:
+    return str(markupsafe.escape(text))
+
+
+def _join(base: str, *parts: str) -> str:
+    return object_store.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
+
+
+def _write_text(path: str, text: str) -> None:
+    """Replace the file whole: a rename locally, one object PUT on an object store."""
+    if is_url(path):
+        object_store.write_bytes(path, text.encode("utf-8"))
+        return
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    Path(tmp).write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _copy_report(report_dir: Path, version_dir: str) -> list[str]:
+    files = sorted(p for p in report_dir.rglob("*") if p.is_file())
+    if is_url(version_dir):
+        written = []
+        for path in files:
+            target = object_store.join(version_dir, REPORT_DIR, *path.relative_to(report_dir).parts)
+            object_store.write_bytes(target, path.read_bytes())
+            written.append(target)
+        return written
+    target = Path(version_dir) / REPORT_DIR
+    staging = target.parent / f".{target.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(report_dir, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return [str(target / path.relative_to(report_dir)) for path in files]

@@ -62,10 +62,16 @@ def test_the_card_is_inside_the_pushed_version(run):
     assert run.card.startswith(f"# Model card: {DATASET} version {run.summary['pushed_version']}\n")
     assert "- model_fn: `cnn_model_fn`" in run.card
     assert "- blessed by the Evaluator: true" in run.card
-    # The Pusher's archive copy (the PushedModel artifact) carries the same card.
+    # The Pusher's archive copy (the PushedModel artifact) carries the same card as it
+    # was published, before the EvaluationReport linked its report into the version.
     pushed = sorted((run.root / "out").glob(f"{DATASET}_cnn/**/Pusher/pushed_model/*"))
     assert len(pushed) == 1
-    assert (pushed[0] / "assets.extra" / "model_card.md").read_text() == run.card
+    archived = (pushed[0] / "assets.extra" / "model_card.md").read_text().splitlines()
+    served = run.card.splitlines()
+    changed = [i for i, (a, b) in enumerate(zip(archived, served, strict=False)) if a != b]
+    assert len(archived) == len(served) and len(changed) == 1, changed
+    assert archived[changed[0]].startswith("Not linked yet: the EvaluationReport component")
+    assert served[changed[0]].startswith("[The evaluation report of run ")
 
 
 def test_overall_and_every_class_equal_tfma(run):
@@ -100,7 +106,31 @@ def test_the_gate_thresholds_and_baseline(run):
             f"| {value:.4f} | passed |" in run.card
         ), run.card
     assert "baseline: no baseline: first model" in run.card
-    assert f"EvaluationReport component of run {run.summary['run_id']}" in run.card
+
+
+def test_the_card_links_the_runs_evaluation_report_copied_beside_it(run):
+    report = Path(run.summary["report_path"])
+    line = (
+        f"[The evaluation report of run {run.summary['run_id']}](evaluation_report/index.html): "
+        "a copy beside this card (`assets.extra/evaluation_report/`); the run wrote it to "
+        f"{report}."
+    )
+    assert line in run.card.splitlines(), run.card
+    copy = run.version_dir / "assets.extra" / "evaluation_report"
+    # The whole report travels with the version: the page, its figures, its facts.
+    files = sorted(p.relative_to(report.parent) for p in report.parent.rglob("*") if p.is_file())
+    assert (copy / "index.html").is_file() and len(files) > 2
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file()) == files
+    for rel in files:
+        assert (copy / rel).read_bytes() == (report.parent / rel).read_bytes(), rel
+    # Every image the copied page shows is embedded or in the copy.
+    page = (copy / "index.html").read_text()
+    images = re.findall(r'<img[^>]* src="([^"]+)"', page)
+    assert images
+    for src in images:
+        assert src.startswith("data:image/png;base64,") or (copy / src).is_file(), src[:80]
+    assert f"of run {run.summary['run_id']}</a>" in run.html
+    assert '<a href="evaluation_report/index.html">' in run.html
 
 
 def test_the_sources_sha256_equal_the_lineage(run):
@@ -126,7 +156,9 @@ def test_the_html_card_states_the_same_facts_without_external_assets(run):
     for value in run.summary["per_class_accuracy"].values():
         assert f"<td>{value:.4f}</td>" in html
     assert "Shirt" in html and "no baseline: first model" in html
-    assert not re.search(r"(src|href)=|<link|@import|url\(", html)
+    # No external assets: the one link is the report copied beside the card.
+    assert re.findall(r"(?:src|href)=\"([^\"]*)\"", html) == ["evaluation_report/index.html"]
+    assert not re.search(r"<link|@import|url\(", html)
 
 
 def test_the_card_leaves_the_model_and_its_verification_alone(run):
@@ -140,6 +172,7 @@ def test_the_card_leaves_the_model_and_its_verification_alone(run):
     assert len(trainer_models) == 1
     export = trainer_models[0]
     assert not (export / "assets.extra" / "model_card.md").exists()
+    assert (run.version_dir / "assets.extra" / "evaluation_report" / "index.html").is_file()
     assert tree_digest(run.version_dir) != tree_digest(export)
     assert model_digest(run.version_dir) == model_digest(export) == tree_digest(export)
     assert f"| sha256 of the model's files (card aside) | {tree_digest(export)} |" in run.card
