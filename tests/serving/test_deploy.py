@@ -203,7 +203,7 @@ def test_every_deploy_file_enables_batching_with_the_parameters_file(compose, ku
     and each puts the file at that path."""
     script = (DEPLOY / "run_tf_serving.sh").read_text()
     command = shlex.split(script[script.index("exec docker run") :].replace("\\\n", " "))
-    [service] = compose["services"].values()
+    service = compose["services"]["tf-serving"]
     [container] = kubernetes[1]["spec"]["template"]["spec"]["containers"]
     for arguments in (
         command[command.index(SERVING_IMAGE) + 1 :],
@@ -239,7 +239,7 @@ def test_run_script_mounts_the_serving_root(tmp_path):
 
 
 def test_docker_compose_matches_run_script(compose):
-    [service] = compose["services"].values()
+    service = compose["services"]["tf-serving"]
     assert service["image"] == SERVING_IMAGE
     assert service["ports"] == ["8500:8500", "8501:8501"]
     assert "../../tfx_output/serving:/models:ro" in service["volumes"]
@@ -261,7 +261,7 @@ def test_kubernetes_manifest(kubernetes, compose):
         assert config_map["data"][name] == (DEPLOY / name).read_text()
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == SERVING_IMAGE
-    [compose_service] = compose["services"].values()
+    compose_service = compose["services"]["tf-serving"]
     assert _flags(container["args"]) == _flags(compose_service["command"])
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {"models": "/models", "config": "/config"}
@@ -356,3 +356,39 @@ def test_saved_model_cli_lists_what_tf_serving_needs():
             "outputs": {"classes": ("DT_STRING", "(-1, 10)"), "scores": ("DT_FLOAT", "(-1, 10)")},
         },
     }
+
+
+def test_request_logging_deploys_with_the_embedded_server_only(compose, model_server_config):
+    """request_logging.config is TF Serving's LoggingConfig (parsed strictly with its own
+    proto) that the embedded server accepts; the compose service that serves with it runs
+    `mnist-tfx serve` with flags our CLI parses, logging into the mounted /logs. Stock TF
+    Serving refuses any logging_config, so neither its service nor models.config has one."""
+    from tensorflow_serving.config import logging_config_pb2
+
+    from cli.main import build_parser
+    from serving.request_log import read_logging_config
+
+    text = (DEPLOY / "request_logging.config").read_text()
+    official = text_format.Parse(text, logging_config_pb2.LoggingConfig())
+    assert official.log_collector_config.type == "tfrecord"
+    assert official.log_collector_config.filename_prefix == "/logs/requests"
+    assert official.sampling_config.sampling_rate == pytest.approx(0.1)
+    assert read_logging_config(DEPLOY / "request_logging.config") == official
+
+    service = compose["services"]["mnist-tfx-serve"]
+    assert service["profiles"] == ["request-logs"]
+    assert service["build"] == "../.." and service["command"][:2] == ["mnist-tfx", "serve"]
+    args = build_parser().parse_args(service["command"][1:])
+    assert args.logging_config == Path("/config/request_logging.config")
+    assert args.model_config_file == Path("/config/models.config")
+    assert (args.host, args.grpc_port, args.rest_port) == ("0.0.0.0", 8500, 8501)
+    assert "./request_logging.config:/config/request_logging.config:ro" in service["volumes"]
+    assert "../../tfx_output/request_logs:/logs" in service["volumes"]
+    # The two services can run side by side.
+    assert service["ports"] == ["8510:8500", "8511:8501"]
+
+    stock = compose["services"]["tf-serving"]
+    assert not any("logging" in arg for arg in stock["command"])
+    assert not any(
+        c.HasField("logging_config") for c in model_server_config.model_config_list.config
+    )
