@@ -43,3 +43,32 @@ def mnist_eval() -> tuple[np.ndarray, np.ndarray]:
 def fashion_train() -> tuple[np.ndarray, np.ndarray]:
     """The 300 Fashion-MNIST training images and labels."""
     return _read_split("fashion_mnist", "train")
+
+
+# --- TFX's leftover packages ---------------------------------------------------------
+# A TFX Beam executor given no dependency option builds an sdist of TFX itself in a new
+# temporary directory (tfx.utils.dependency_utils.build_ephemeral_package, ~49 MB) and
+# never deletes it. The pipeline's local runs no longer trigger it
+# (pipeline/beam_runners.py, with_local_dependencies), but tests that call executors
+# directly, or run a compiled Kubeflow spec, still do; a full suite used to leave
+# hundreds of them. The test session removes those it made.
+_SESSION_START = 0.0
+
+
+def pytest_sessionstart(session):
+    global _SESSION_START
+    import time
+
+    _SESSION_START = time.time() - 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller cleans up once every worker is done
+    import shutil
+    import tempfile
+
+    for sdist in Path(tempfile.gettempdir()).glob("tmp*/build/tfx/dist/tfx_ephemeral-*"):
+        top = sdist.parents[3]
+        if top.stat().st_mtime >= _SESSION_START:
+            shutil.rmtree(top, ignore_errors=True)
