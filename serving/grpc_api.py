@@ -142,16 +142,24 @@ def _dtype_label(dtype: int) -> str:
     return types_pb2.DataType.Name(dtype) if dtype in types_pb2.DataType.values() else str(dtype)
 
 
-def array_to_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
+def array_to_tensor(array: np.ndarray, *, content: bool = False) -> tensor_pb2.TensorProto:
     """numpy to TensorProto with the values in the dtype's typed field (``float_val``,
     ``int64_val``, ``string_val``...), as TF Serving's Predict writes its outputs by
-    default (Tensor::AsProtoField; not ``tensor_content``)."""
+    default (Tensor::AsProtoField; not ``tensor_content``). ``content=True``: numbers as
+    raw ``tensor_content`` bytes instead (Tensor::AsProtoTensorContent), smaller and
+    several times faster to build; byte strings stay in ``string_val`` either way. Both
+    forms read back the same with ``tf.make_ndarray``."""
     if array.dtype == object:
         values = array.ravel().tolist()
         if not all(isinstance(value, bytes) for value in values):
             return tf.make_tensor_proto(array)
         # tf.make_tensor_proto walks object arrays in Python, several times slower.
         proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=values)
+    elif content and array.dtype.kind in "biufc":
+        proto = tensor_pb2.TensorProto(
+            dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum,
+            tensor_content=np.ascontiguousarray(array).tobytes(),
+        )
     else:
         dtype = tf.dtypes.as_dtype(array.dtype).as_datatype_enum
         if dtype == types_pb2.DT_STRING or dtype not in _VALUE_FIELDS:

@@ -161,27 +161,12 @@ def _model_spec(spec, entry: _Entry, with_version: bool) -> None:
 
 
 def _tensor(array: np.ndarray):
-    """numpy to TensorProto: numbers as ``tensor_content`` bytes, byte strings as
-    ``string_val`` (what ``tf.make_ndarray`` reads back). Built directly: on the writer
-    thread every microsecond is taken from the event loop, whose GIL it shares, and
-    ``tf.make_tensor_proto`` costs several times more."""
-    import tensorflow as tf
-    from tensorflow.core.framework import tensor_pb2, types_pb2
+    """numpy to TensorProto for a log record: numbers as ``tensor_content`` bytes (what
+    ``tf.make_ndarray`` reads back), built on the writer thread, which shares the GIL
+    with the event loop, so the cheapest form (``grpc_api.array_to_tensor``)."""
+    from serving.grpc_api import array_to_tensor
 
-    array = np.asarray(array)
-    if array.dtype == object:
-        values = array.ravel().tolist()
-        if not all(isinstance(value, bytes) for value in values):
-            return tf.make_tensor_proto(array)
-        proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=values)
-    else:
-        proto = tensor_pb2.TensorProto(
-            dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum,
-            tensor_content=np.ascontiguousarray(array).tobytes(),
-        )
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
-    return proto
+    return array_to_tensor(np.asarray(array), content=True)
 
 
 def build_prediction_log(entry: _Entry, sampling_config) -> Any:
@@ -411,68 +396,35 @@ class RequestLogs:
             return None
         return request_logger
 
-    def log_predict(self, servable, signature: str, inputs, outputs) -> None:
+    def _log(self, kind: str, servable, signature: str, **fields: Any) -> None:
+        """Sample the call for ``servable``'s model and, if drawn, queue its record."""
         request_logger = self._sampled(servable.model_name)
         if request_logger is not None:
             request_logger.submit(
                 _Entry(
-                    "predict",
+                    kind,
                     servable.model_name,
                     servable.version,
                     signature,
                     time.time(),
-                    inputs=inputs,
-                    outputs=outputs,
+                    **fields,
                 )  # fmt: skip
             )
 
+    def log_predict(self, servable, signature: str, inputs, outputs) -> None:
+        self._log("predict", servable, signature, inputs=inputs, outputs=outputs)
+
     def log_classify(self, servable, signature: str, examples, labels, scores) -> None:
-        request_logger = self._sampled(servable.model_name)
-        if request_logger is not None:
-            request_logger.submit(
-                _Entry(
-                    "classify",
-                    servable.model_name,
-                    servable.version,
-                    signature,
-                    time.time(),
-                    examples=examples,
-                    labels=labels,
-                    scores=scores,
-                )  # fmt: skip
-            )
+        self._log("classify", servable, signature, examples=examples, labels=labels, scores=scores)
+
+    def log_regress(self, servable, signature: str, examples, values) -> None:
+        self._log("regress", servable, signature, examples=examples, values=values)
 
     def log_multi_inference(self, servable, examples, results) -> None:
         """``results``: (signature, method name, result) per task, as the service has them."""
-        request_logger = self._sampled(servable.model_name)
-        if request_logger is not None:
-            tasks = [(signature.name, method, result) for signature, method, result in results]
-            request_logger.submit(
-                _Entry(
-                    "multi_inference",
-                    servable.model_name,
-                    servable.version,
-                    tasks[0][0] if tasks else "",
-                    time.time(),
-                    examples=examples,
-                    tasks=tasks,
-                )  # fmt: skip
-            )
-
-    def log_regress(self, servable, signature: str, examples, values) -> None:
-        request_logger = self._sampled(servable.model_name)
-        if request_logger is not None:
-            request_logger.submit(
-                _Entry(
-                    "regress",
-                    servable.model_name,
-                    servable.version,
-                    signature,
-                    time.time(),
-                    examples=examples,
-                    values=values,
-                )  # fmt: skip
-            )
+        tasks = [(signature.name, method, result) for signature, method, result in results]
+        signature = tasks[0][0] if tasks else ""
+        self._log("multi_inference", servable, signature, examples=examples, tasks=tasks)
 
 
 @dataclass

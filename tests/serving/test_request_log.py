@@ -224,6 +224,36 @@ def test_a_multi_inference_call_is_one_record_with_a_result_per_task(tmp_path):
     assert [r.value for r in second.regression_result.regressions] == [0.5]
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+        np.array([[0, 255], [17, 3]], dtype=np.uint8),
+        np.array([1, -2, 3], dtype=np.int64),
+        np.array([True, False]),
+        np.array([b"a", b"\x00b"], dtype=object),
+    ],
+)
+def test_log_tensors_are_compact_and_read_back_exactly(array):
+    from serving.grpc_api import array_to_tensor
+
+    logged = request_log._tensor(array)
+    answered = array_to_tensor(array)
+    # The log keeps numbers as raw bytes, the response in typed fields (TF Serving's
+    # default for Predict); both read back as the same array.
+    if array.dtype != object:
+        assert logged.tensor_content == np.ascontiguousarray(array).tobytes()
+        assert not answered.tensor_content
+    else:
+        assert list(logged.string_val) == list(array)
+    for proto in (logged, answered):
+        back = tf.make_ndarray(proto)
+        assert back.shape == array.shape and back.dtype == (
+            array.dtype if array.dtype != object else back.dtype
+        )
+        assert back.tolist() == array.tolist()
+
+
 def test_loggers_are_shared_between_models_with_the_same_config(tmp_path):
     same = config(str(tmp_path / "a"))
     logs = request_log.RequestLogs({"m1": same, "m2": same, "m3": config(str(tmp_path / "b"))})
