@@ -285,8 +285,13 @@ def _model_defaults(model: str) -> ModelDefaults:
 # bfloat16, so fp32): MNIST with a warm-up (10 %) to a doubled peak rate, 2e-3, then the
 # cosine: 2 epochs 0.9914, the same with augment_shift=1 0.9918, 3 epochs 0.9914, none
 # better than the defaults' 3 epochs at 1e-3 without warm-up (0.9924), so those stay.
+# 2026-11-27, full-data pipeline runs: Fashion-MNIST at its 10 epochs with augment_shift=1
+# 0.9348 on validation against 0.9286 without, more than one standard error (0.0036), so
+# one pixel of random shift joins its defaults (test: 0.9302 against 0.9274). MNIST at 8
+# epochs with augment_shift=2 beats its defaults on validation too (0.9942 vs 0.9924) but
+# would make `make run` nearly three times longer, so MNIST's stay (docs/models.md).
 DATASET_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    (DEFAULT_MODEL, "fashion_mnist"): {"epochs": 10},
+    (DEFAULT_MODEL, "fashion_mnist"): {"epochs": 10, "augment_shift": 1},
 }
 
 

@@ -476,6 +476,12 @@ def test_dataset_defaults_apply_under_the_users_overrides():
     assert hparams_from_overrides({}, dataset="mnist").epochs == 3
     assert hparams_from_overrides({}).epochs == 3
     assert hparams_from_overrides({"epochs": 2}, dataset="fashion_mnist").epochs == 2
+    # Fashion-MNIST trains with one pixel of shift, MNIST with none, unless asked.
+    assert hparams_from_overrides({}, dataset="fashion_mnist").augment_shift == 1
+    assert hparams_from_overrides({}, dataset="mnist").augment_shift == 0
+    fashion = hparams_from_overrides({"augment_shift": 0}, dataset="fashion_mnist")
+    assert (fashion.augment_shift, fashion.epochs) == (0, 10)
+    assert hparams_for_model("mlp", dataset="fashion_mnist").augment_shift == 0
     # only the default model, and never its tutorial settings
     assert hparams_for_model("mlp", dataset="fashion_mnist").epochs == 5
     assert hparams_for_model("cnn_model_fn", tutorial=True, dataset="fashion_mnist").epochs == 34
