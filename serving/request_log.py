@@ -163,8 +163,8 @@ def _model_spec(spec, entry: _Entry, with_version: bool) -> None:
 def _tensor(array: np.ndarray):
     """numpy to TensorProto for a log record: numbers as ``tensor_content`` bytes (what
     ``tf.make_ndarray`` reads back), built on the writer thread, which shares the GIL
-    with the event loop, so the cheapest form (``grpc_api.array_to_tensor``)."""
-    from serving.grpc_api import array_to_tensor
+    with the event loop, so the cheapest form (``tensor_proto.array_to_tensor``)."""
+    from serving.tensor_proto import array_to_tensor
 
     return array_to_tensor(np.asarray(array), content=True)
 

@@ -235,7 +235,7 @@ def test_a_multi_inference_call_is_one_record_with_a_result_per_task(tmp_path):
     ],
 )
 def test_log_tensors_are_compact_and_read_back_exactly(array):
-    from serving.grpc_api import array_to_tensor
+    from serving.tensor_proto import array_to_tensor
 
     logged = request_log._tensor(array)
     answered = array_to_tensor(array)
