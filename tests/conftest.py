@@ -51,7 +51,8 @@ def fashion_train() -> tuple[np.ndarray, np.ndarray]:
 # never deletes it. The pipeline's local runs no longer trigger it
 # (pipeline/beam_runners.py, with_local_dependencies), but tests that call executors
 # directly, or run a compiled Kubeflow spec, still do; a full suite used to leave
-# hundreds of them. The test session removes those it made.
+# hundreds of them. The test session removes those it made, and the small sdists of
+# this project that Beam stages in their place.
 _SESSION_START = 0.0
 
 
@@ -68,7 +69,14 @@ def pytest_sessionfinish(session, exitstatus):
     import shutil
     import tempfile
 
-    for sdist in Path(tempfile.gettempdir()).glob("tmp*/build/tfx/dist/tfx_ephemeral-*"):
+    temp = Path(tempfile.gettempdir())
+    for sdist in temp.glob("tmp*/build/tfx/dist/tfx_ephemeral-*"):
         top = sdist.parents[3]
         if top.stat().st_mtime >= _SESSION_START:
+            shutil.rmtree(top, ignore_errors=True)
+    # Beam's DirectRunner first tries Prism, whose environment stages --setup_file: an
+    # sdist of this project (~250 KB) in a temp dir of its own (pipeline/beam_runners.py).
+    for sdist in temp.glob("tmp*/mnist_tfx-*.tar.gz"):
+        top = sdist.parent
+        if top.stat().st_mtime >= _SESSION_START and len(list(top.iterdir())) == 1:
             shutil.rmtree(top, ignore_errors=True)
