@@ -317,6 +317,53 @@ out(ok=True)
     assert "pure virtual method called" not in rolled.stderr + listed.stderr + empty.stderr
 
 
+def test_a_versions_card_and_its_linked_report_on_s3(s3, models, tmp_path):
+    """The model card written into a version on S3, the evaluation report copied beside
+    it and linked (components/pusher/model_card.py), and ``versions --card`` reading
+    the linked card back from S3."""
+    root = s3.url("card")
+    base = f"{root}/{MODEL_NAME}"
+    report = tmp_path / "report"
+    (report / "img").mkdir(parents=True)
+    (report / "index.html").write_text("<h1>report</h1>")
+    (report / "img" / "a.png").write_bytes(b"\x89PNG\x00")
+    result = _run(
+        f"""
+from components.pusher import model_card
+version, path = publish_saved_model(MODELS[0], {base!r}, now=1000)
+facts = model_card.gather_facts(model_dir=MODELS[0], model_name="mnist", version=version,
+                                blessing=None, run_id="run-s3")
+model_card.write_card(path, facts)
+digest = model_card.model_digest(path)
+written = model_card.link_report(path, {str(report)!r}, "s3://elsewhere/index.html", "run-s3")
+out(path=path, written=written, same=model_card.model_digest(path) == digest,
+    png=object_store.read_bytes(path + "/assets.extra/evaluation_report/img/a.png").hex(),
+    files=sorted(object_store.files_under(path + "/assets.extra/evaluation_report")))
+""",
+        s3.env(),
+        models,
+    )
+    path = result["path"]
+    assert result["files"] == ["img/a.png", "index.html"]
+    assert result["png"] == b"\x89PNG\x00".hex()
+    assert result["same"] is True
+    assert f"{path}/assets.extra/model_card.md" in result["written"]
+    card = subprocess.run(
+        [sys.executable, "-m", "cli", "versions", "--dataset", "mnist", "--serving-root", root,
+         "--card", path.rsplit("/", 1)[1]],
+        cwd=tmp_path, env={**s3.env(), "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert card.returncode == 0, card.stderr[-3000:]
+    assert card.stdout.startswith(f"# Model card: mnist version {path.rsplit('/', 1)[1]}\n")
+    assert (
+        "[The evaluation report of run run-s3](evaluation_report/index.html): a copy beside this "
+        "card (`assets.extra/evaluation_report/`); the run wrote it to s3://elsewhere/index.html."
+        in card.stdout.splitlines()
+    )
+    assert "Not linked yet" not in card.stdout
+
+
 # --- Bad input: one line naming the URL, and nothing visible as a version. ---
 
 
