@@ -764,17 +764,11 @@ def write_card(version_dir: str | os.PathLike, facts: CardFacts) -> list[str]:
     each replaced whole (a local file through a rename). Returns the paths written."""
     written = []
     for name, text in ((CARD_MD, render_markdown(facts)), (CARD_HTML, render_html(facts))):
-        if is_url(version_dir):
-            path = object_store.join(str(version_dir), ASSETS_EXTRA, name)
-            object_store.write_bytes(path, text.encode("utf-8"))
-        else:
-            directory = Path(version_dir) / ASSETS_EXTRA
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / name
-            tmp = directory / f".{name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        written.append(str(path))
+        path = _join(str(version_dir), ASSETS_EXTRA, name)
+        if not is_url(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write_text(path, text)
+        written.append(path)
     return written
 
 
