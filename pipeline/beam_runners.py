@@ -133,20 +133,41 @@ def with_local_dependencies(args: Sequence[str], setup_py: str = _SETUP_PY) -> l
     Transform, the Evaluator) copies TFX's installed tree and runs ``setup.py sdist``
     on it (``tfx_ephemeral``, for remote workers): about 3 s per component run, and a
     49 MB directory under the temp dir that nothing deletes. The DirectRunner's workers
-    are this process or its children and need no package. Beam 2.7x's DirectRunner
-    first tries the Prism runner, whose environment stages ``--setup_file``: that builds
-    an sdist of this project instead (``setup.py sdist``, about 250 KB in a temp dir of
-    its own, where TFX's package was staged before), then falls back to the FnApiRunner,
-    as it did before. Measured: 304.4 s against 318.6 s for ``make run``'s command
-    (docs/benchmarks.md). Other runners keep TFX's behaviour, and an installation
-    without the source tree (no ``setup.py``) too."""
+    are this process or its children and need no package. (Beam 2.7x's DirectRunner
+    first tries the Prism runner, whose environment would stage ``--setup_file``;
+    ``without_prism_attempt`` leaves that attempt out.) Measured: 304.4 s against
+    318.6 s for ``make run``'s command (docs/benchmarks.md). Other runners keep TFX's
+    behaviour, and an installation without the source tree (no ``setup.py``) too."""
     args = list(args)
     names = {_name(arg) for arg in args}
-    runner = next((a.split("=", 1)[1] for a in args if _name(a) == "runner" and "=" in a), "")
-    direct = runner in ("", "DirectRunner", "direct")
-    if not direct or names & set(_DEPENDENCY_OPTIONS) or not os.path.isfile(setup_py):
+    if not _runs_direct(args) or names & set(_DEPENDENCY_OPTIONS) or not os.path.isfile(setup_py):
         return args
     return [*args, f"--setup_file={setup_py}"]
+
+
+# pipeline/direct_runner.py's class, by the dotted name Beam's --runner accepts (a
+# string here, so that building arguments does not import Beam).
+LOCAL_DIRECT_RUNNER = "pipeline.direct_runner.LocalDirectRunner"
+
+
+def _runner(args: Sequence[str]) -> str:
+    return next((a.split("=", 1)[1] for a in args if _name(a) == "runner" and "=" in a), "")
+
+
+def _runs_direct(args: Sequence[str]) -> bool:
+    return _runner(args) in ("", "DirectRunner", "direct", LOCAL_DIRECT_RUNNER)
+
+
+def without_prism_attempt(args: Sequence[str]) -> list[str]:
+    """``args`` with Beam's DirectRunner (named, or no ``--runner`` at all) replaced by
+    ``LocalDirectRunner`` (pipeline/direct_runner.py): the same runner without its
+    first attempt on the Prism runner, which fails here (no Prism binary, no download)
+    after staging an sdist of this project, about 1 s per Beam pipeline. Only for
+    executors on a machine with this package installed (the local runner, Airflow's
+    tasks); other runners are left alone."""
+    if not _runs_direct(args):
+        return list(args)
+    return [a for a in args if _name(a) != "runner"] + [f"--runner={LOCAL_DIRECT_RUNNER}"]
 
 
 def worker_pool_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

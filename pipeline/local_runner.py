@@ -20,7 +20,7 @@ from ingest.convert import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, VALIDATION_SE
 from ingest.datasets import SPLITS, get_dataset
 from ingest.fetch import fetch_dataset, find_idx_files, verify_idx_files
 from ingest.spans import add_next_span, ingest_span, list_spans, span_dir
-from pipeline.beam_runners import with_local_dependencies
+from pipeline.beam_runners import with_local_dependencies, without_prism_attempt
 from pipeline.config import RunConfig
 from pipeline.metadata_config import describe_metadata, exclusive_store
 from pipeline.pipeline import create_pipeline
@@ -176,10 +176,11 @@ def build_pipeline(config: RunConfig, data_root: Path) -> Pipeline:
     )
     config.pipeline_dir.mkdir(parents=True, exist_ok=True)
     # The executors run on this machine (here or in Airflow's tasks): with the
-    # DirectRunner, stop TFX packaging itself for workers that need no package.
+    # DirectRunner, stop TFX packaging itself for workers that need no package, and
+    # Beam trying the Prism runner before the one it ends on here.
+    local_args = with_local_dependencies(settings.runtime.beam_pipeline_args)
     runtime = dataclasses.replace(
-        settings.runtime,
-        beam_pipeline_args=tuple(with_local_dependencies(settings.runtime.beam_pipeline_args)),
+        settings.runtime, beam_pipeline_args=tuple(without_prism_attempt(local_args))
     )
     return create_pipeline(paths, dataclasses.replace(settings, runtime=runtime))
 

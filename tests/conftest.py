@@ -74,8 +74,9 @@ def pytest_sessionfinish(session, exitstatus):
         top = sdist.parents[3]
         if top.stat().st_mtime >= _SESSION_START:
             shutil.rmtree(top, ignore_errors=True)
-    # Beam's DirectRunner first tries Prism, whose environment stages --setup_file: an
-    # sdist of this project (~250 KB) in a temp dir of its own (pipeline/beam_runners.py).
+    # Beam's own DirectRunner (not the local runs' LocalDirectRunner) first tries Prism,
+    # whose environment stages --setup_file: an sdist of this project (~250 KB) in a
+    # temp dir of its own, from any test that runs it with that option.
     for sdist in temp.glob("tmp*/mnist_tfx-*.tar.gz"):
         top = sdist.parent
         if top.stat().st_mtime >= _SESSION_START and len(list(top.iterdir())) == 1:

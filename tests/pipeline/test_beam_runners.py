@@ -161,3 +161,69 @@ def test_other_runners_and_given_dependencies_are_left_alone(tmp_path):
         with_local_dependencies(EXPECTED["direct"], str(tmp_path / "setup.py"))
         == EXPECTED["direct"]
     )
+
+
+def test_local_direct_runner_replaces_only_the_direct_runner():
+    from pipeline.beam_runners import LOCAL_DIRECT_RUNNER, without_prism_attempt
+    from pipeline.direct_runner import RUNNER_NAME
+
+    assert LOCAL_DIRECT_RUNNER == RUNNER_NAME
+    for runner in ("direct", "direct-mp"):
+        args = without_prism_attempt(beam_pipeline_args(runner))
+        assert args == [*EXPECTED[runner][1:], f"--runner={RUNNER_NAME}"]
+        assert without_prism_attempt(args) == args
+    assert without_prism_attempt(["--direct_num_workers=1"]) == [
+        "--direct_num_workers=1",
+        f"--runner={RUNNER_NAME}",
+    ]
+    for runner in ("portable", "portable-external", "flink", "spark"):
+        assert without_prism_attempt(beam_pipeline_args(runner)) == EXPECTED[runner]
+
+
+def _count_pipeline(args, tmp_path, monkeypatch):
+    """Runs a small real Beam pipeline under ``args`` with PrismRunner.run_pipeline
+    replaced by a spy that records the attempt and fails it (as it fails on a
+    machine that cannot fetch the Prism binary); returns (the count it wrote, the
+    attempts, what it left in the temp dir)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability import prism_runner
+
+    attempts = []
+
+    def refuse(self, pipeline, options):
+        attempts.append(options.view_as(beam.options.pipeline_options.SetupOptions).setup_file)
+        raise RuntimeError("no Prism binary in this test")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    temp = tmp_path / "temp"
+    temp.mkdir(parents=True)
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    out = tmp_path / "count"
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
+        _ = (
+            p
+            | beam.Create(range(1000))
+            | beam.Map(lambda x: x % 7)
+            | beam.combiners.Count.PerElement()
+            | beam.Map(lambda kv: f"{kv[0]} {kv[1]}")
+            | beam.io.WriteToText(str(out), shard_name_template="")
+        )
+    counts = dict(line.split() for line in out.read_text().splitlines())
+    return counts, attempts, sorted(p.name for p in temp.iterdir())
+
+
+def test_local_direct_runner_runs_on_beam_without_trying_prism(tmp_path, monkeypatch):
+    from pipeline.beam_runners import with_local_dependencies, without_prism_attempt
+
+    local = without_prism_attempt(with_local_dependencies(beam_pipeline_args("direct")))
+    counts, attempts, left = _count_pipeline(local, tmp_path / "local", monkeypatch)
+    assert counts == {str(k): str(143 if k < 6 else 142) for k in range(7)}
+    assert attempts == []
+    assert left == []
+    # Beam's own DirectRunner, same arguments otherwise: it offers the pipeline to
+    # Prism first (with our setup.py to stage), then falls back to the same result.
+    beams = with_local_dependencies(beam_pipeline_args("direct"))
+    counts, attempts, _ = _count_pipeline(beams, tmp_path / "beam", monkeypatch)
+    assert counts == {str(k): str(143 if k < 6 else 142) for k in range(7)}
+    assert len(attempts) == 1 and attempts[0].endswith("setup.py")

@@ -108,6 +108,11 @@ def test_beam_components_build_no_tfx_package(pipeline_run):
     )
     assert left == [], left
     assert "tfx_ephemeral" not in pipeline_run.first.stderr
+    # Nor does Beam try the Prism runner first (pipeline/direct_runner.py), whose
+    # environment would stage an sdist of this project into a temp dir of its own.
+    sdists = sorted(str(p) for p in pipeline_run.tmpdir.glob("*/mnist_tfx-*.tar.gz"))
+    assert sdists == [], sdists
+    assert "No module named build" not in pipeline_run.first.stderr
 
 
 def test_summary_counts_accuracy_and_blessing(pipeline_run):
