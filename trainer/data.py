@@ -126,7 +126,19 @@ def batches_from_cache(
     if shuffle:
         buffer = shuffle_buffer or 10_000
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=shuffle).prefetch(_PREFETCH_BATCHES)
+    return dataset.with_options(_NO_AUTOTUNE_MODEL)
+
+
+# Reading memory leaves tf.data's autotuner nothing to tune, and its model thread
+# costs time: an iterator's destructor joins that thread, and with autotuning on
+# `fit` returned 15-40 s after its last epoch in about half the full-MNIST runs,
+# idle all that time (py-spy: RootDataset::Iterator::~Iterator waiting on the
+# tf_data_model thread; 2026-11-27). With autotuning off there is no such thread;
+# two batches prefetched keep the next step's input ready.
+_PREFETCH_BATCHES = 2
+_NO_AUTOTUNE_MODEL = tf.data.Options()
+_NO_AUTOTUNE_MODEL.autotune.enabled = False
 
 
 def cached_dataset(
