@@ -138,7 +138,7 @@ def _executions(metadata: Path) -> dict[str, int]:
 def blessed_mnist(tmp_path_factory) -> Path:
     """One MNIST fixture run that pushes a model: the baseline of the runs below."""
     root = tmp_path_factory.mktemp("validation")
-    proc = run_cli(*pipeline_args("mnist", root, "--epochs", "1"), cwd=root)
+    proc = run_cli(*pipeline_args("mnist", root), cwd=root)
     assert proc.returncode == 0, fail_text(proc)
     return root
 

@@ -473,12 +473,16 @@ def test_dataset_defaults_apply_under_the_users_overrides():
     from trainer.hparams import hparams_for_model, hparams_from_overrides
 
     assert hparams_from_overrides({}, dataset="fashion_mnist").epochs == 10
-    assert hparams_from_overrides({}, dataset="mnist").epochs == 3
+    assert hparams_from_overrides({}, dataset="mnist").epochs == 4
     assert hparams_from_overrides({}).epochs == 3
     assert hparams_from_overrides({"epochs": 2}, dataset="fashion_mnist").epochs == 2
-    # Fashion-MNIST trains with one pixel of shift, MNIST with none, unless asked.
+    # Fashion-MNIST trains with one pixel of shift, MNIST with two, unless asked;
+    # without a dataset, the model's own defaults (no shift).
     assert hparams_from_overrides({}, dataset="fashion_mnist").augment_shift == 1
-    assert hparams_from_overrides({}, dataset="mnist").augment_shift == 0
+    assert hparams_from_overrides({}, dataset="mnist").augment_shift == 2
+    assert hparams_from_overrides({}).augment_shift == 0
+    mnist = hparams_from_overrides({"epochs": 2}, dataset="mnist")
+    assert (mnist.epochs, mnist.augment_shift) == (2, 2)
     fashion = hparams_from_overrides({"augment_shift": 0}, dataset="fashion_mnist")
     assert (fashion.augment_shift, fashion.epochs) == (0, 10)
     assert hparams_for_model("mlp", dataset="fashion_mnist").augment_shift == 0
