@@ -74,6 +74,11 @@ def pytest_sessionfinish(session, exitstatus):
         top = sdist.parents[3]
         if top.stat().st_mtime >= _SESSION_START:
             shutil.rmtree(top, ignore_errors=True)
+    # Beam's stager lists that package in an extra_packages.txt of another temp dir.
+    for listing in temp.glob("tmp*/extra_packages.txt"):
+        top = listing.parent
+        if top.stat().st_mtime >= _SESSION_START and "tfx_ephemeral" in listing.read_text():
+            shutil.rmtree(top, ignore_errors=True)
     # Beam's own DirectRunner (not the local runs' LocalDirectRunner) first tries Prism,
     # whose environment stages --setup_file: an sdist of this project (~250 KB) in a
     # temp dir of its own, from any test that runs it with that option.
