@@ -23,6 +23,16 @@ from trainer.transform import IMAGE_KEY, LABEL_KEY
 
 _READ_BATCH = 2048
 
+# Reading memory leaves tf.data's autotuner nothing to tune, and its model thread
+# costs time: an iterator's destructor joins that thread, and with autotuning on
+# `fit` returned 15-40 s after its last epoch in about half the full-MNIST runs,
+# idle all that time (py-spy: RootDataset::Iterator::~Iterator waiting on the
+# tf_data_model thread; 2026-11-27). With autotuning off there is no such thread;
+# two batches prefetched keep the next step's input ready.
+_PREFETCH_BATCHES = 2
+_NO_AUTOTUNE_MODEL = tf.data.Options()
+_NO_AUTOTUNE_MODEL.autotune.enabled = False
+
 
 def tfrecord_files(file_patterns: Sequence[str]) -> list[str]:
     files: list[str] = []
@@ -76,7 +86,8 @@ def dataset_from_arrays(
     if shuffle:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     # Full batches only in training keeps one static shape, so one trace.
-    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=shuffle).prefetch(_PREFETCH_BATCHES)
+    return dataset.with_options(_NO_AUTOTUNE_MODEL)
 
 
 def streaming_dataset(
@@ -128,17 +139,6 @@ def batches_from_cache(
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=shuffle).prefetch(_PREFETCH_BATCHES)
     return dataset.with_options(_NO_AUTOTUNE_MODEL)
-
-
-# Reading memory leaves tf.data's autotuner nothing to tune, and its model thread
-# costs time: an iterator's destructor joins that thread, and with autotuning on
-# `fit` returned 15-40 s after its last epoch in about half the full-MNIST runs,
-# idle all that time (py-spy: RootDataset::Iterator::~Iterator waiting on the
-# tf_data_model thread; 2026-11-27). With autotuning off there is no such thread;
-# two batches prefetched keep the next step's input ready.
-_PREFETCH_BATCHES = 2
-_NO_AUTOTUNE_MODEL = tf.data.Options()
-_NO_AUTOTUNE_MODEL.autotune.enabled = False
 
 
 def cached_dataset(
