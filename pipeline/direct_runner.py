@@ -14,7 +14,7 @@ switch Beam's own InteractiveRunner uses to keep the DirectRunner off Prism
 (``is_interactive``). Everything else is Beam's: the ``--direct_running_mode``
 and ``--direct_num_workers`` options, the FnApiRunner with the pipeline options
 in its provision info, and the BundleBasedDirectRunner for what the FnApiRunner
-cannot run. ``pipeline.beam_runners.local_direct_runner`` names it in the
+cannot run. ``pipeline.beam_runners.without_prism_attempt`` names it in the
 arguments of runs whose executors live on this machine (the local runner and
 Airflow's tasks); compiled Kubeflow specs keep Beam's name.
 """
