@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
 
 from serving.errors import INTERNAL_ERROR_MESSAGE, ServingError, invalid_argument
 from serving.metrics import ServingMetrics
-from serving.service import InferenceService, model_spec
+from serving.service import InferenceService, set_model_spec
 from serving.signatures import (
     CLASSIFY_METHOD,
     fill_classifications,
@@ -45,7 +45,7 @@ from serving.signatures import (
     output_aliases,
     prediction_signature,
 )
-from serving.tensor_proto import VALUE_FIELDS, array_to_tensor
+from serving.tensor_proto import VALUE_FIELDS, fill_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +70,15 @@ def tensor_to_array(key: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     the wrong size is refused by TensorFlow too, while for the typed value fields
     TensorFlow (and ``tf.make_ndarray``) would fill the shape with copies of the last
     value, or zeros, so a few bytes could ask for terabytes."""
-    problem = _tensor_proto_problem(proto)
+    sizes = [dim.size for dim in proto.tensor_shape.dim]
+    content = proto.tensor_content
+    problem = _tensor_proto_problem(proto, sizes, content)
     if problem is not None:
         raise invalid_argument(f"tensor parsing error: {key}: {problem}")
     try:
-        if proto.tensor_content and proto.dtype in _NUMPY_DTYPES:
+        if content and proto.dtype in _NUMPY_DTYPES:
             # tf.make_ndarray takes ~10x longer for the common packed-bytes case.
-            shape = [dim.size for dim in proto.tensor_shape.dim]
-            return np.frombuffer(proto.tensor_content, _NUMPY_DTYPES[proto.dtype]).reshape(shape)
+            return np.frombuffer(content, _NUMPY_DTYPES[proto.dtype]).reshape(sizes)
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as error:
         raise invalid_argument(f"tensor parsing error: {key}: {error}") from None
@@ -87,11 +88,13 @@ def tensor_to_array(key: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
 _MAX_RANK = 32
 
 
-def _tensor_proto_problem(proto: tensor_pb2.TensorProto) -> str | None:
-    """What makes the proto unusable as a tensor, or None; only counts, no allocation."""
+def _tensor_proto_problem(
+    proto: tensor_pb2.TensorProto, sizes: list[int], content: bytes
+) -> str | None:
+    """What makes the proto unusable as a tensor, or None; only counts, no allocation.
+    ``sizes`` and ``content`` are the proto's dimensions and ``tensor_content``."""
     if proto.tensor_shape.unknown_rank:
         return "tensor_shape has unknown rank"
-    sizes = [dim.size for dim in proto.tensor_shape.dim]
     if len(sizes) > _MAX_RANK:
         return f"tensor_shape has {len(sizes)} dimensions, at most {_MAX_RANK} are supported"
     if any(size < 0 for size in sizes):
@@ -100,13 +103,13 @@ def _tensor_proto_problem(proto: tensor_pb2.TensorProto) -> str | None:
     field = VALUE_FIELDS.get(proto.dtype)
     if field is None:
         return f"dtype {_dtype_label(proto.dtype)} is not supported"
-    if proto.tensor_content:
+    if content:
         if proto.dtype == types_pb2.DT_STRING:
             return "a DT_STRING tensor's values must be in string_val, not tensor_content"
-        itemsize = np.dtype(tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype).itemsize
-        if len(proto.tensor_content) != elements * itemsize:
+        itemsize = _ITEMSIZES[proto.dtype]
+        if len(content) != elements * itemsize:
             return (
-                f"tensor_content holds {len(proto.tensor_content)} bytes, tensor_shape "
+                f"tensor_content holds {len(content)} bytes, tensor_shape "
                 f"{sizes} of {_dtype_label(proto.dtype)} needs {elements * itemsize}"
             )
         return None
@@ -126,6 +129,12 @@ def _dtype_label(dtype: int) -> str:
 _NUMPY_DTYPES = {
     tf.dtypes.as_dtype(dtype).as_datatype_enum: np.dtype(dtype)
     for dtype in (np.float32, np.float64, np.int32, np.int64, np.uint8, np.int8, np.int16)
+}
+# Bytes per element of every dtype that may come as tensor_content.
+_ITEMSIZES = {
+    dtype: np.dtype(tf.dtypes.as_dtype(dtype).as_numpy_dtype).itemsize
+    for dtype in VALUE_FIELDS
+    if dtype != types_pb2.DT_STRING
 }
 
 
@@ -173,12 +182,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = self.service.servable(request.model_spec.name, version, label)
             signature = prediction_signature(servable, request.model_spec.signature_name)
             wanted = output_aliases(signature, request.output_filter)
-            inputs = {key: tensor_to_array(key, proto) for key, proto in request.inputs.items()}
+            # Keys, then lookups: the map's items() view iterates in Python.
+            tensors = request.inputs
+            inputs = {key: tensor_to_array(key, tensors[key]) for key in tensors}
             _, outputs = await self.service.predict(servable, signature.name, inputs)
             response = predict_pb2.PredictResponse()
-            response.model_spec.CopyFrom(model_spec(servable, signature.name))
+            set_model_spec(response.model_spec, servable, signature.name)
             for key in wanted:
-                response.outputs[key].CopyFrom(array_to_tensor(outputs[key]))
+                fill_tensor(response.outputs[key], outputs[key])
             return response
 
         return await self.calls.run("predict", request.model_spec.name, context, work)
@@ -196,7 +207,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 servable, request.model_spec.signature_name, examples
             )
             response = classification_pb2.ClassificationResponse()
-            response.model_spec.CopyFrom(model_spec(servable, signature.name))
+            set_model_spec(response.model_spec, servable, signature.name)
             fill_classifications(response.result, labels, scores)
             return response
 
@@ -215,7 +226,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 servable, request.model_spec.signature_name, examples
             )
             response = regression_pb2.RegressionResponse()
-            response.model_spec.CopyFrom(model_spec(servable, signature.name))
+            set_model_spec(response.model_spec, servable, signature.name)
             for value in values.tolist():
                 response.result.regressions.add(value=value)
             return response
@@ -241,7 +252,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = inference_pb2.MultiInferenceResponse()
             for signature, method, result in results:
                 entry = response.results.add()
-                entry.model_spec.CopyFrom(model_spec(servable, signature.name))
+                set_model_spec(entry.model_spec, servable, signature.name)
                 if method == CLASSIFY_METHOD:
                     labels, scores = result
                     fill_classifications(entry.classification_result, labels, scores)

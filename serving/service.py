@@ -28,19 +28,22 @@ from serving.signatures import (
 )
 from serving.versions import ModelRegistry, VersionStatus
 
-__all__ = ["InferenceService", "check_inputs", "model_spec"]
+__all__ = ["InferenceService", "check_inputs", "set_model_spec"]
 
 # A classification: per example, class labels [N, K] (None when the signature has no
 # ``classes`` output) and scores [N, K]; a regression: one value per example [N].
 Classification = tuple[np.ndarray | None, np.ndarray]
 
 
-def model_spec(servable: ServableModel, signature_name: str = "") -> model_pb2.ModelSpec:
-    """The ModelSpec a response echoes: the model, the version that answered and the
-    signature used (TF Serving's MakeModelSpec; metadata leaves the signature empty)."""
-    spec = model_pb2.ModelSpec(name=servable.model_name, signature_name=signature_name)
+def set_model_spec(
+    spec: model_pb2.ModelSpec, servable: ServableModel, signature_name: str = ""
+) -> None:
+    """Fill the ModelSpec a response echoes: the model, the version that answered and
+    the signature used (TF Serving's MakeModelSpec; metadata leaves the signature
+    empty). Written into the response's own field: no message built and copied."""
+    spec.name = servable.model_name
+    spec.signature_name = signature_name
     spec.version.value = servable.version
-    return spec
 
 
 class InferenceService:
@@ -122,7 +125,7 @@ class InferenceService:
 
     def metadata(self, servable: ServableModel) -> get_model_metadata_pb2.GetModelMetadataResponse:
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.CopyFrom(model_spec(servable))
+        set_model_spec(response.model_spec, servable)
         response.metadata["signature_def"].Pack(servable.signature_def_map)
         return response
 

@@ -38,29 +38,53 @@ def array_to_tensor(array: np.ndarray, *, content: bool = False) -> tensor_pb2.T
     raw ``tensor_content`` bytes instead (Tensor::AsProtoTensorContent), smaller and
     several times faster to build; byte strings stay in ``string_val`` either way. Both
     forms read back the same with ``tf.make_ndarray``."""
+    proto = tensor_pb2.TensorProto()
+    fill_tensor(proto, array, content=content)
+    return proto
+
+
+def fill_tensor(proto: tensor_pb2.TensorProto, array: np.ndarray, *, content: bool = False) -> None:
+    """``array_to_tensor`` written into an empty ``proto`` in place, such as a response's
+    ``outputs[key]``: no second copy of the values."""
     if array.dtype == object:
         values = array.ravel().tolist()
         if not all(isinstance(value, bytes) for value in values):
-            return tf.make_tensor_proto(array)
+            proto.CopyFrom(tf.make_tensor_proto(array))
+            return
         # tf.make_tensor_proto walks object arrays in Python, several times slower.
-        proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=values)
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(values)
     elif content and array.dtype.kind in "biufc":
-        proto = tensor_pb2.TensorProto(
-            dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum,
-            tensor_content=np.ascontiguousarray(array).tobytes(),
-        )
+        proto.dtype = datatype_enum(array.dtype)
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
     else:
-        dtype = tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+        dtype = datatype_enum(array.dtype)
         if dtype == types_pb2.DT_STRING or dtype not in VALUE_FIELDS:
-            return tf.make_tensor_proto(array)
+            proto.CopyFrom(tf.make_tensor_proto(array))
+            return
         field, _ = VALUE_FIELDS[dtype]
         flat = np.ascontiguousarray(array).ravel()
         if dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
             flat = flat.view(np.uint16)
         elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
             flat = flat.view(flat.real.dtype)  # real and imaginary parts interleaved
-        proto = tensor_pb2.TensorProto(dtype=dtype)
+        proto.dtype = dtype
         getattr(proto, field).extend(flat.tolist())
+    dims = proto.tensor_shape.dim
     for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
-    return proto
+        # add() then set: add(size=...) costs several times more (protobuf's C++ API).
+        dims.add().size = size
+
+
+# TensorFlow's DataType enum by numpy dtype, filled on first use: tf.dtypes.as_dtype
+# costs more than the rest of a small response.
+_DATATYPE_ENUMS: dict[np.dtype, int] = {}
+
+
+def datatype_enum(dtype: np.dtype) -> int:
+    """The TensorProto dtype (``types_pb2.DT_*``) of a numpy dtype; TypeError when
+    TensorFlow has none."""
+    enum = _DATATYPE_ENUMS.get(dtype)
+    if enum is None:
+        enum = _DATATYPE_ENUMS[dtype] = tf.dtypes.as_dtype(dtype).as_datatype_enum
+    return enum
