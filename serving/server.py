@@ -217,6 +217,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
             await grpc_server.stop(grace=2)
         await runner.cleanup()
         models.stop()
+        batcher.close()
         executor.shutdown(wait=False)
         if request_logs is not None:
             request_logs.close()  # the open files are closed and renamed

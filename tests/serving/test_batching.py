@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ def run_with(config: BatchingConfig, scenario, threads: int = 1):
             result = asyncio.run(scenario(batcher, model))
         finally:
             model.release.set()
+            batcher.close()
     return model, sizes, result
 
 
@@ -154,6 +156,65 @@ def test_a_refused_batch_is_answered_request_by_request():
     assert model.calls == [1, 3, 1, 1, 1]
     assert [int(r["doubled"][0, 0]) for r in (results[0], results[1], results[3])] == [2, 4, 6]
     assert isinstance(results[2], ServingError) and "out of range" in results[2].message
+
+
+def test_a_free_model_thread_takes_the_next_batch_while_the_loop_is_busy():
+    """The model thread that finishes a batch starts the waiting one itself: with the
+    asyncio loop blocked (as under load, answering other requests), the second batch
+    still runs. Its results reach the requests once the loop runs again."""
+
+    async def scenario(batcher: Batcher, model: GatedModel):
+        signature = FakeSignature()
+        first = asyncio.ensure_future(batcher.run(model, signature, image(1)))
+        await started(model)
+        waiting = [asyncio.ensure_future(batcher.run(model, signature, image(v))) for v in (2, 3)]
+        await asyncio.sleep(0.01)  # both join the open batch
+        model.release.set()
+        time.sleep(0.3)  # the loop is blocked: only the model thread can move
+        calls_while_blocked = list(model.calls)
+        results = await asyncio.gather(first, *waiting)
+        return calls_while_blocked, results
+
+    model, sizes, (calls_while_blocked, results) = run_with(BatchingConfig(), scenario)
+    assert calls_while_blocked == model.calls == sizes == [1, 2]
+    assert [int(r["doubled"][0, 0]) for r in results] == [2, 4, 6]
+
+
+def test_a_request_too_large_to_join_is_a_batch_of_its_own():
+    """A request of max_batch_size rows or more runs alone, in queue order, on the same
+    model thread as the batches."""
+
+    async def scenario(batcher: Batcher, model: GatedModel):
+        signature = FakeSignature()
+        first = asyncio.ensure_future(batcher.run(model, signature, image(1)))
+        await started(model)
+        large = {"images": np.full((5, 4), 7, np.uint8)}
+        big = asyncio.ensure_future(batcher.run(model, signature, large))
+        small = [asyncio.ensure_future(batcher.run(model, signature, image(v))) for v in (2, 3)]
+        await asyncio.sleep(0.01)
+        model.release.set()
+        return await asyncio.gather(first, big, *small)
+
+    model, _, results = run_with(BatchingConfig(max_batch_size=4), scenario)
+    assert model.calls == [1, 5, 2]
+    assert results[1]["doubled"].shape == (5, 4) and int(results[1]["doubled"][4, 3]) == 14
+
+
+def test_a_closed_batcher_refuses_new_requests_and_its_threads_end():
+    async def scenario(batcher: Batcher, model: GatedModel):
+        model.release.set()
+        signature = FakeSignature()
+        answered = await batcher.run(model, signature, image(4))
+        workers = list(batcher._workers)
+        batcher.close()
+        with pytest.raises(ServingError) as refused:
+            await batcher.run(model, signature, image(5))
+        return answered, workers, refused.value
+
+    model, _, (answered, workers, error) = run_with(BatchingConfig(), scenario)
+    assert int(answered["doubled"][0, 0]) == 8 and model.calls == [1]
+    assert len(workers) == 1 and not any(worker.is_alive() for worker in workers)
+    assert error.http_status == 503 and "shutting down" in error.message
 
 
 def test_batching_off_runs_every_request_alone():
