@@ -24,7 +24,7 @@ PYTHON311 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.11*/bin/python3.
 	if "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then \
 	echo "$$p"; break; fi; done)
 
-.PHONY: setup browser run test test-fast reproduce bench bench-beam bench-serving lint format lock kubeflow airflow clean-output
+.PHONY: setup browser h2load run test test-fast reproduce bench bench-beam bench-serving lint format lock kubeflow airflow clean-output
 .PHONY: airflow-setup lock-airflow
 
 setup: $(STAMP)
@@ -66,6 +66,13 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; fi
 
+## make h2load: nghttp2's h2load (Debian's nghttp2-client, installed if missing), the C HTTP/2
+## load generator that bench-serving measures gRPC with, also run by a test against the test server.
+h2load:
+	@if ! command -v h2load >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nghttp2-client; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq nghttp2-client; fi; fi
+
 ## make browser-js: Node (Debian's nodejs and npm, installed if missing) and playwright-core,
 ## pinned by tests/browser/package-lock.json, for the draw-a-digit page's browser test
 ## (tests/serving/test_ui_browser.py). npm ci runs only when node_modules is missing or older
@@ -88,7 +95,7 @@ $(BROWSER_JS): tests/browser/package.json tests/browser/package-lock.json
 ## TEST_WORKERS=0 runs in this process; the slowest tests are listed at the end.
 TEST_WORKERS ?= auto
 PYTEST_PAR := -n $(TEST_WORKERS) --dist loadfile --durations=25
-test: setup airflow-setup browser browser-js lint
+test: setup airflow-setup browser browser-js h2load lint
 	$(PY) -m pytest tests $(PYTEST_PAR) $(ARGS)
 
 test-fast: setup
@@ -121,7 +128,7 @@ bench-beam: setup
 	$(PY) bench/bench_beam_runners.py --dataset $(DATASET) $(ARGS)
 
 ## make bench-serving: serving latency/throughput (REST, gRPC, batching on/off) next to a direct call.
-bench-serving: setup
+bench-serving: setup h2load
 	$(PY) bench/bench_serving.py --base-path tfx_output/serving/$(DATASET) --model-name $(DATASET) $(ARGS)
 
 ## make bench-mnist-client: TF Serving's MNIST example client (gRPC predict_images) over the

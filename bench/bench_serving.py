@@ -18,6 +18,17 @@ connection must hold one prediction. gRPC clients share one ``grpc.aio`` channel
 and call ``PredictionService.Predict`` with a prebuilt ``PredictRequest``. The
 load generator shares the machine's cores with the server and the model, so its
 own CPU time per request is reported next to the server's.
+
+The Python gRPC client costs several times the REST client's CPU per request (both
+run on the server's cores), so gRPC is also measured with nghttp2's ``h2load``, a C
+HTTP/2 load generator (``make h2load`` installs Debian's nghttp2-client): the same
+serialized ``PredictRequest`` in gRPC's length-prefixed framing, POSTed to
+``/tensorflow.serving.PredictionService/Predict`` on one connection with as many
+concurrent streams as clients, each stream sending its next request when the
+previous reply is complete. h2load counts HTTP replies, and gRPC answers errors
+with HTTP 200 too, so each run is checked against the server's own count of
+Predict calls answered OK (``serving_requests_total``): any difference fails the
+run. Its latency columns come from a one-stream run's per-request log.
 """
 
 from __future__ import annotations
@@ -26,9 +37,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -225,21 +238,9 @@ async def run_load(args: argparse.Namespace) -> dict[str, dict]:
             await client.close()
 
     import grpc
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    predict = predict_pb2.PredictRequest()
-    predict.model_spec.name = args.model_name
-    predict.model_spec.signature_name = SIGNATURE
-    predict.inputs["images"].CopyFrom(
-        tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_UINT8,
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in (1, *image.shape)]
-            ),
-            tensor_content=image.tobytes(),
-        )
-    )
+    predict = predict_request(args.model_name, image)
     channel = grpc.aio.insecure_channel(f"{args.host}:{args.grpc_port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
@@ -255,6 +256,166 @@ async def run_load(args: argparse.Namespace) -> dict[str, dict]:
     finally:
         await channel.close()
     return results
+
+
+def predict_request(model: str, image: np.ndarray):
+    """The PredictRequest every gRPC client sends: one uint8 image, packed bytes."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    predict = predict_pb2.PredictRequest()
+    predict.model_spec.name = model
+    predict.model_spec.signature_name = SIGNATURE
+    predict.inputs["images"].CopyFrom(
+        tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_UINT8,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in (1, *image.shape)]
+            ),
+            tensor_content=image.tobytes(),
+        )
+    )
+    return predict
+
+
+# --- gRPC with h2load (a C HTTP/2 client) ---------------------------------------------
+
+PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message: flag 0 (not compressed), 4-byte big-endian length."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def predicts_answered_ok(metrics_url: str, model: str) -> float:
+    """The server's count of gRPC Predict calls answered OK for ``model`` so far."""
+    from urllib.request import urlopen
+
+    with urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    wanted = ('api="grpc"', 'code="OK"', 'method="predict"', f'model="{model}"')
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("serving_requests_total{") and all(w in name for w in wanted):
+            return float(value)
+    return 0.0
+
+
+_H2LOAD_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def h2load_counts(output: str) -> dict[str, float]:
+    """h2load's summary: requests done / succeeded / failed / errored / timeout and the
+    run's seconds; ValueError naming what is missing when the output has no summary."""
+    import re
+
+    finished = re.search(r"finished in ([\d.]+)(us|ms|s),", output)
+    requests = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        output,
+    )
+    if finished is None or requests is None:
+        raise ValueError(
+            f"h2load printed no summary ('finished in', 'requests:'): {output[-500:]!r}"
+        )
+    started, done, succeeded, failed, errored, timeout = (int(v) for v in requests.groups()[1:])
+    return {
+        "seconds": float(finished.group(1)) * _H2LOAD_UNITS[finished.group(2)],
+        "started": started,
+        "done": done,
+        "succeeded": succeeded,
+        "failed": failed,
+        "errored": errored,
+        "timeout": timeout,
+    }
+
+
+class H2Load:
+    """Runs h2load against one server's gRPC port with a prebuilt Predict body, and
+    checks every run against the server's count of Predict calls answered OK."""
+
+    def __init__(self, host: str, grpc_port: int, rest_port: int, model: str, body: Path) -> None:
+        self.url = f"http://{host}:{grpc_port}{PREDICT_PATH}"
+        self.metrics_url = f"http://{host}:{rest_port}/monitoring/prometheus/metrics"
+        self.model = model
+        self.body = body
+
+    def run(
+        self,
+        streams: int,
+        *,
+        seconds: float | None = None,
+        requests: int | None = None,
+        log: Path | None = None,
+    ) -> dict[str, float]:
+        """One h2load run on one connection with ``streams`` concurrent streams, for
+        ``seconds`` or ``requests``; its counts plus the CPU seconds h2load used.
+        RuntimeError when any request failed or was not answered OK by the server."""
+        import resource
+
+        command = [
+            "h2load", "-c", "1", "-m", str(streams),
+            "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "-d", str(self.body),
+        ]  # fmt: skip
+        # h2load takes whole milliseconds ("500ms"), not fractions of seconds.
+        command += (
+            ["-D", f"{round(seconds * 1000)}ms"] if seconds is not None else ["-n", str(requests)]
+        )
+        if log is not None:
+            command += ["--log-file", str(log)]
+        answered = predicts_answered_ok(self.metrics_url, self.model)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(command + [self.url], capture_output=True, text=True, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode != 0:
+            raise RuntimeError(f"h2load failed ({done.returncode}): {done.stderr[-500:]}")
+        counts = h2load_counts(done.stdout)
+        ok = predicts_answered_ok(self.metrics_url, self.model) - answered
+        # A timed run stops counting at its deadline: the requests still in flight then
+        # are answered (and counted by the server) but not counted as done by h2load.
+        answered_all = counts["done"] <= ok <= counts["started"]
+        if counts["failed"] or counts["errored"] or counts["timeout"] or not answered_all:
+            raise RuntimeError(
+                f"h2load: {counts['done']} requests done ({counts['failed']} failed, "
+                f"{counts['errored']} errored, {counts['timeout']} timed out) but the server "
+                f"answered {ok:.0f} Predict calls for model {self.model!r} with OK; expected "
+                f"every request answered OK ({counts['done']} to {counts['started']})"
+            )
+        counts["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        return counts
+
+
+def measure_h2load(server: Server, args: argparse.Namespace, image: np.ndarray, work: Path) -> dict:
+    """The gRPC row measured with h2load: p50/p99 of ``args.requests`` requests on one
+    stream (from h2load's per-request log), then images/s, mean batch and CPU ms per
+    request (server, h2load) at each number of concurrent streams."""
+    body = work / "predict.grpc"
+    body.write_bytes(grpc_frame(predict_request(args.model_name, image).SerializeToString()))
+    load = H2Load("127.0.0.1", server.grpc_port, server.rest_port, args.model_name, body)
+    load.run(1, requests=30)
+    log = work / "h2load-latency.tsv"
+    load.run(1, requests=args.requests, log=log)
+    # Columns: start (us since the epoch), HTTP status, microseconds until the reply ended.
+    micros = [int(line.split("\t")[2]) for line in log.read_text().splitlines() if line]
+    result: dict[str, float] = percentiles([m / 1e6 for m in micros])
+    for streams in args.clients:
+        load.run(streams, requests=streams * 20)
+        rows, runs = batch_totals(load.metrics_url)
+        server_cpu = process_cpu_seconds(server.process.pid)
+        counts = load.run(streams, seconds=args.seconds)
+        server_cpu_after = process_cpu_seconds(server.process.pid)
+        rows_after, runs_after = batch_totals(load.metrics_url)
+        result[f"c{streams}_images_per_s"] = counts["done"] / counts["seconds"]
+        result[f"c{streams}_mean_batch"] = (rows_after - rows) / max(runs_after - runs, 1)
+        result[f"c{streams}_client_cpu_ms"] = counts["cpu_s"] / counts["done"] * 1000
+        if server_cpu is not None and server_cpu_after is not None:
+            result[f"c{streams}_server_cpu_ms"] = (
+                (server_cpu_after - server_cpu) / counts["done"] * 1000
+            )
+    return result
 
 
 # --- orchestration --------------------------------------------------------------------
@@ -403,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
 
     function = tf.saved_model.load(str(model_dir)).signatures[SIGNATURE]
     figures["modes"] = []
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        figures["h2load_missing"] = True
     for index, (mode, batching, extra) in enumerate(server_modes(args.variant)):
         figures["modes"].append(mode)
         log = Path(f"/tmp/bench-serving-{index}.log")
@@ -410,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server.wait()
             figures[mode] = run_load_generator(server, args)
+            if h2load is not None:
+                with tempfile.TemporaryDirectory(prefix="bench-serving-") as work:
+                    figures[mode]["grpc_h2load"] = measure_h2load(server, args, image, Path(work))
         finally:
             server.stop()
     figures["direct"]["batch32_end_images_per_s"] = direct_batch32(function, image)
@@ -418,6 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+API_LABELS = {"rest": "rest", "grpc": "grpc", "grpc_h2load": "grpc, h2load"}
+VERDICT_LABELS = {"rest": "REST", "grpc": "gRPC", "grpc_h2load": "gRPC with h2load"}
+
+
+def apis(rows: dict) -> list[str]:
+    """The load generators a server was measured with, in table order."""
+    return [api for api in API_LABELS if api in rows]
 
 
 def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
@@ -429,7 +605,10 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
         f"{figures['load_average_start']} at the start, {figures['load_average_end']} at the end",
         "load generator: one separate process per server, every client on one asyncio loop; "
         "REST: a keep-alive HTTP/1.1 connection per client with a prebuilt JSON request; "
-        "gRPC: grpc.aio, one channel",
+        "gRPC: grpc.aio, one channel; gRPC, h2load: nghttp2's C load generator, one "
+        "connection with a stream per client, every reply checked against the server's "
+        "count of Predict calls answered OK"
+        + (" (h2load not installed: `make h2load`)" if figures.get("h2load_missing") else ""),
         f"direct call (in process, {SIGNATURE}, 1 image): p50 {direct['p50_ms']:.2f} ms, "
         f"p99 {direct['p99_ms']:.2f} ms; "
         f"batch of 32: {direct['batch32_images_per_s']:,.0f} images/s before the servers, "
@@ -442,10 +621,11 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
     ]
     modes = figures.get("modes", ["batching_on", "batching_off"])
     for mode in modes:
-        for api in ("rest", "grpc"):
+        for api in apis(figures[mode]):
             row = figures[mode][api]
             lines.append(
-                f"| {mode.replace('_', ' ')} | {api} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"| {mode.replace('_', ' ')} | {API_LABELS[api]} | {row['p50_ms']:.2f} | "
+                f"{row['p99_ms']:.2f} | "
                 f"{row['p50_ms'] / direct['p50_ms']:.2f}x | "
                 + " | ".join(f"{row[f'c{c}_images_per_s']:,.0f}" for c in clients)
                 + f" | {row[f'c{most}_mean_batch']:.1f}, "
@@ -460,13 +640,14 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
         reference = direct["batch32_images_per_s"]
     verdicts = []
     for mode in (m for m in modes if m != "batching_off"):
-        for api in ("rest", "grpc"):
+        for api in apis(figures[mode]):
             rate = figures[mode][api][f"c{most}_images_per_s"]
-            met = rate >= TARGET_IMAGES_PER_S[api] or rate >= TARGET_DIRECT_FRACTION * reference
+            target = TARGET_IMAGES_PER_S[api.partition("_")[0]]
+            met = rate >= target or rate >= TARGET_DIRECT_FRACTION * reference
             prefix = "" if mode == "batching_on" else f"{mode}: "
             verdicts.append(
-                f"{prefix}{api.upper() if api == 'rest' else 'gRPC'} "
-                f"{rate:,.0f} (>= {TARGET_IMAGES_PER_S[api]:,}, or {rate / reference:.0%} of "
+                f"{prefix}{VERDICT_LABELS[api]} "
+                f"{rate:,.0f} (>= {target:,}, or {rate / reference:.0%} of "
                 f"direct batch-of-32 >= {TARGET_DIRECT_FRACTION:.0%}) -> "
                 + ("met" if met else "NOT met")
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -153,3 +154,95 @@ def test_a_variant_without_a_label_is_refused(bench, text, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--variant", text])
     assert "expected LABEL=SERVER_FLAGS" in capsys.readouterr().err
+
+
+def _h2load_or_skip() -> None:
+    # `make test` installs it (make h2load); only a bare pytest run may lack it.
+    if shutil.which("h2load") is None:
+        pytest.skip("h2load not installed (Debian's nghttp2-client): run `make h2load`")
+
+
+def test_h2load_runs_are_checked_against_the_servers_ok_count(bench, tmp_path):
+    """Real h2load against the shared server: the Predict body in gRPC framing is
+    answered OK every time (the server's own counter moves by exactly h2load's count),
+    and the benchmark's gRPC-with-h2load row has every figure the table needs."""
+    _h2load_or_skip()
+    server = shared_server()
+    image = np.zeros((28, 28), np.uint8)
+    body = tmp_path / "predict.grpc"
+    message = bench.predict_request(MODEL_NAME, image).SerializeToString()
+    body.write_bytes(bench.grpc_frame(message))
+    assert body.read_bytes()[:5] == b"\x00" + len(message).to_bytes(4, "big")
+    load = bench.H2Load("127.0.0.1", server.grpc_port, server.rest_port, MODEL_NAME, body)
+    before = bench.predicts_answered_ok(load.metrics_url, MODEL_NAME)
+    counts = load.run(4, requests=40)
+    assert counts["done"] == counts["succeeded"] == 40
+    assert bench.predicts_answered_ok(load.metrics_url, MODEL_NAME) - before == 40
+    assert counts["seconds"] > 0 and counts["cpu_s"] >= 0
+
+    args = bench.parse_args(
+        ["--model-name", MODEL_NAME, "--requests", "20", "--seconds", "0.3", "--clients", "1,4"]
+    )
+    row = bench.measure_h2load(server, args, image, tmp_path)
+    assert 0 < row["p50_ms"] <= row["p99_ms"]
+    for clients in (1, 4):
+        assert row[f"c{clients}_images_per_s"] > 0
+        assert row[f"c{clients}_mean_batch"] >= 1
+        assert row[f"c{clients}_client_cpu_ms"] >= 0
+        assert row[f"c{clients}_server_cpu_ms"] > 0
+
+
+def test_an_h2load_run_with_errors_fails(bench, tmp_path):
+    """gRPC answers errors with HTTP 200, which h2load counts as success: a signature
+    the model lacks gets FAILED_PRECONDITION for every request, and the run must fail
+    on the server's OK count, naming both numbers."""
+    _h2load_or_skip()
+    server = shared_server()
+    request = bench.predict_request(MODEL_NAME, np.zeros((28, 28), np.uint8))
+    request.model_spec.signature_name = "no_such_signature"
+    body = tmp_path / "predict.grpc"
+    body.write_bytes(bench.grpc_frame(request.SerializeToString()))
+    load = bench.H2Load("127.0.0.1", server.grpc_port, server.rest_port, MODEL_NAME, body)
+    with pytest.raises(RuntimeError) as failed:
+        load.run(2, requests=10)
+    assert "10 requests done (0 failed, 0 errored, 0 timed out)" in str(failed.value)
+    assert "the server answered 0 Predict calls for model 'mnist' with OK" in str(failed.value)
+
+
+def test_h2load_output_without_a_summary_is_refused(bench):
+    """h2load prints the run time in us, ms or s; no summary at all is an error."""
+    summary = "requests: 4 total, 4 started, 4 done, 4 succeeded, 0 failed, 0 errored, 0 timeout"
+    for printed, seconds in (("158us", 158e-6), ("22.36ms", 0.02236), ("10.00s", 10.0)):
+        counts = bench.h2load_counts(f"finished in {printed}, 0.00 req/s, 0B/s\n{summary}\n")
+        assert counts["seconds"] == pytest.approx(seconds)
+        assert counts["started"] == counts["done"] == counts["succeeded"] == 4
+    with pytest.raises(ValueError, match="h2load printed no summary"):
+        bench.h2load_counts("connect error: Connection refused\n")
+
+
+def test_the_h2load_row_gets_its_own_verdict(bench):
+    row = {"p50_ms": 1.5, "p99_ms": 3.0, "c32_mean_batch": 12.0, "c32_client_cpu_ms": 0.02}
+    results = {
+        "rest": {**row, "c32_images_per_s": 2600.0},
+        "grpc": {**row, "c32_images_per_s": 1600.0},
+        "grpc_h2load": {**row, "c32_images_per_s": 2100.0},
+    }
+    figures = {
+        "model": "m/1",
+        "cpus": 2,
+        "load_average_start": "1 1 1",
+        "load_average_end": "1 1 1",
+        "direct": {"p50_ms": 1.0, "p99_ms": 2.0, "batch32_images_per_s": 6000.0},
+        "batching_on": results,
+        "batching_off": results,
+    }
+    table = bench.format_figures(figures, (32,))
+    assert table.count("| grpc, h2load |") == 2
+    assert "; gRPC 1,600 (>= 2,000, or 27% of direct batch-of-32 >= 80%) -> NOT met" in table
+    assert "; gRPC with h2load 2,100 (>= 2,000, or 35% of direct batch-of-32 >= 80%) -> met" in (
+        table
+    )
+    assert "h2load not installed" not in table
+    assert "h2load not installed: `make h2load`" in bench.format_figures(
+        {**figures, "h2load_missing": True}, (32,)
+    )
