@@ -615,7 +615,7 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
         f"{direct.get('batch32_end_images_per_s', float('nan')):,.0f} after",
         "",
         "| server | API | p50 ms | p99 ms | p50 / direct | "
-        + " | ".join(f"{c} clients img/s" for c in clients)
+        + " | ".join(f"{c} client{'' if c == 1 else 's'} img/s" for c in clients)
         + f" | at {most}: mean batch, CPU ms/img server + load gen |",
         "|---|---|---|---|---|" + "---|" * len(clients) + "---|",
     ]
