@@ -166,12 +166,17 @@ def rest_request(host: str, port: int, model: str, image: np.ndarray) -> bytes:
     return head.encode() + body
 
 
-def batch_totals(metrics_url: str) -> tuple[float, float]:
-    """Rows and model calls the server has run so far (serving_batch_size sum, count)."""
+def metrics_text(metrics_url: str) -> str:
+    """The server's Prometheus page."""
     from urllib.request import urlopen
 
     with urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
+        return response.read().decode()
+
+
+def batch_totals(metrics_url: str) -> tuple[float, float]:
+    """Rows and model calls the server has run so far (serving_batch_size sum, count)."""
+    text = metrics_text(metrics_url)
     values = dict.fromkeys(("serving_batch_size_sum", "serving_batch_size_count"), 0.0)
     for line in text.splitlines():
         name, _, value = line.partition(" ")
@@ -290,10 +295,7 @@ def grpc_frame(message: bytes) -> bytes:
 
 def predicts_answered_ok(metrics_url: str, model: str) -> float:
     """The server's count of gRPC Predict calls answered OK for ``model`` so far."""
-    from urllib.request import urlopen
-
-    with urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
+    text = metrics_text(metrics_url)
     wanted = ('api="grpc"', 'code="OK"', 'method="predict"', f'model="{model}"')
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
