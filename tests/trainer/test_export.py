@@ -424,6 +424,18 @@ def test_pixels_to_image_bytes_every_value():
     assert result.numpy()[0][:256] == bytes(range(256))
 
 
+def test_pixels_to_image_bytes_batch_sizes():
+    """Each row's bytes come back in its own place for an empty batch, one image and a
+    batch larger than the server's (the rows differ, so a shifted cut would show)."""
+    rng = np.random.default_rng(7)
+    for rows in (0, 1, 33):
+        pixels = rng.integers(0, 256, (rows, 784), dtype=np.uint8)
+        result = pixels_to_image_bytes(tf.constant(pixels)).numpy()
+        assert result.shape == (rows,)
+        assert result.tolist() == [row.tobytes() for row in pixels]
+        assert all(len(value) == 784 for value in result)
+
+
 def test_pixels_to_image_bytes_checks_range_eagerly():
     """Called eagerly, out-of-range pixels raise the same range error."""
     with pytest.raises(tf.errors.InvalidArgumentError, match=RANGE_MESSAGE):
