@@ -22,6 +22,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from trainer.optimizers import FusedAdam
+
 _STORE: contextvars.ContextVar[MutableMapping[str, Any] | None] = contextvars.ContextVar(
     "model_fn_layer_store", default=None
 )
@@ -204,7 +206,8 @@ def optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
         learning_rate = learning_rate_schedule(params)
         name = params["optimizer"]
         if name == "adam":
-            return keras.optimizers.Adam(learning_rate)
+            # tf_keras's Adam with TF's fused update kernel (trainer/optimizers.py).
+            return FusedAdam(learning_rate)
         if name == "sgd":
             return keras.optimizers.SGD(learning_rate)
         if name == "momentum":

@@ -13,6 +13,7 @@ from trainer import layers, train
 from trainer.data import dataset_from_arrays
 from trainer.hparams import HParams
 from trainer.model import ModelFnModel, build_model
+from trainer.optimizers import FusedAdam
 from trainer.model_fn import (
     IMAGE_KEY,
     MODEL_FNS,
@@ -362,7 +363,7 @@ def test_get_model_fn():
 @pytest.mark.parametrize(
     ("name", "cls", "momentum"),
     [
-        ("adam", keras.optimizers.Adam, None),
+        ("adam", FusedAdam, None),
         ("sgd", keras.optimizers.SGD, 0.0),
         ("momentum", keras.optimizers.SGD, 0.9),
         ("rmsprop", keras.optimizers.RMSprop, None),

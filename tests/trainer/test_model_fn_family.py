@@ -23,6 +23,7 @@ from trainer.export import export_serving_model
 from trainer.hparams import MODEL_DEFAULTS, hparams_for_model
 from trainer.model import ModelFnModel, build_model
 from trainer.model_fn import IMAGE_KEY, MODEL_FNS, ModeKeys, ModelFnSpec, get_model_fn
+from trainer.optimizers import FusedAdam
 
 MODELS = ["softmax", "mlp", "deep_cnn", "cnn_model_fn"]
 CNN_SHAPES = {
@@ -189,8 +190,8 @@ def test_eval_mode(built, real_data, name):
     ("name", "optimizer_class", "learning_rate"),
     [
         ("softmax", keras.optimizers.SGD, 0.5),
-        ("mlp", keras.optimizers.Adam, 1e-3),
-        ("deep_cnn", keras.optimizers.Adam, 1e-4),
+        ("mlp", FusedAdam, 1e-3),
+        ("deep_cnn", FusedAdam, 1e-4),
     ],
 )
 def test_tutorial_optimizers_use_a_constant_learning_rate(
@@ -208,7 +209,7 @@ def test_tutorial_optimizers_use_a_constant_learning_rate(
 def test_cnn_model_fn_keeps_cosine_decayed_adam(built):
     """cnn_model_fn's defaults: Adam 1e-3 decayed along a cosine to 5% over total_steps."""
     optimizer = built["cnn_model_fn"].optimizer
-    assert type(optimizer) is keras.optimizers.Adam
+    assert type(optimizer) is FusedAdam
     schedule = optimizer._learning_rate
     assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
     assert (schedule.initial_learning_rate, schedule.decay_steps, schedule.alpha) == (
