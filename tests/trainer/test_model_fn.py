@@ -13,7 +13,6 @@ from trainer import layers, train
 from trainer.data import dataset_from_arrays
 from trainer.hparams import HParams
 from trainer.model import ModelFnModel, build_model
-from trainer.optimizers import FusedAdam
 from trainer.model_fn import (
     IMAGE_KEY,
     MODEL_FNS,
@@ -22,6 +21,7 @@ from trainer.model_fn import (
     cnn_model_fn,
     get_model_fn,
 )
+from trainer.optimizers import FusedAdam
 
 PARAMS = HParams().to_params()
 EXPECTED_KERNELS = {
