@@ -37,6 +37,22 @@ def assert_row_figures(row: dict, clients: tuple[int, ...], *, positive_cpu: str
         assert row[f"c{count}_{positive_cpu}_cpu_ms"] > 0
 
 
+def table_figures(results: dict, batch32: float, *, load: str = "1 1 1", **more) -> dict:
+    """The figures ``format_figures`` reads: a direct call of p50 1 ms / p99 2 ms with
+    ``batch32`` images/s for a batch of 32, ``results`` for both batching modes
+    (``more`` adds or replaces entries)."""
+    return {
+        "model": "m/1",
+        "cpus": 2,
+        "load_average_start": load,
+        "load_average_end": load,
+        "direct": {"p50_ms": 1.0, "p99_ms": 2.0, "batch32_images_per_s": batch32},
+        "batching_on": results,
+        "batching_off": results,
+        **more,
+    }
+
+
 def test_load_generator_measures_rest_and_grpc(bench):
     server = shared_server()
     args = bench.parse_args(
@@ -52,15 +68,9 @@ def test_load_generator_measures_rest_and_grpc(bench):
     results = asyncio.run(bench.run_load(args))
     for api in ("rest", "grpc"):
         assert_row_figures(results[api], (1, 4), positive_cpu="client")
-    figures = {
-        "model": "m/1",
-        "cpus": 2,
-        "load_average_start": "0.10 0.20 0.30",
-        "load_average_end": "0.40 0.50 0.60",
-        "direct": {"p50_ms": 1.0, "p99_ms": 2.0, "batch32_images_per_s": 3000.0},
-        "batching_on": results,
-        "batching_off": results,
-    }
+    figures = table_figures(
+        results, 3000.0, load="0.10 0.20 0.30", load_average_end="0.40 0.50 0.60"
+    )
     table = bench.format_figures(figures, (1, 4))
     assert "load average (1/5/15 min) 0.10 0.20 0.30 at the start" in table
     assert "target: 4 clients with batching (direct batch-of-32 mean 3,000 images/s): REST" in (
@@ -86,20 +96,8 @@ def test_targets_count_against_the_mean_direct_call(bench):
         }
         for api, rate in rates.items()
     }
-    figures = {
-        "model": "m/1",
-        "cpus": 2,
-        "load_average_start": "1 1 1",
-        "load_average_end": "1 1 1",
-        "direct": {
-            "p50_ms": 1.0,
-            "p99_ms": 2.0,
-            "batch32_images_per_s": 2500.0,
-            "batch32_end_images_per_s": 1500.0,
-        },
-        "batching_on": results,
-        "batching_off": results,
-    }
+    figures = table_figures(results, 2500.0)
+    figures["direct"]["batch32_end_images_per_s"] = 1500.0
     table = bench.format_figures(figures, (32,))
     assert "batch of 32: 2,500 images/s before the servers, 1,500 after" in table
     assert "REST 1,700 (>= 2,500, or 85% of direct batch-of-32 >= 80%) -> met" in table
@@ -139,17 +137,12 @@ def test_variants_add_rows_and_verdicts_of_their_own(bench):
     fast = {"p50_ms": 1.5, "p99_ms": 3.0, "c32_mean_batch": 20.0, "c32_client_cpu_ms": 0.1}
     slow = {**fast, "c32_images_per_s": 100.0}
     fast = {**fast, "c32_images_per_s": 2600.0}
-    figures = {
-        "model": "m/1",
-        "cpus": 2,
-        "load_average_start": "1 1 1",
-        "load_average_end": "1 1 1",
-        "direct": {"p50_ms": 1.0, "p99_ms": 2.0, "batch32_images_per_s": 3000.0},
-        "modes": [mode for mode, _, _ in modes],
-        "batching_on": {"rest": slow, "grpc": slow},
-        "batching_off": {"rest": slow, "grpc": slow},
-        "batching on, two threads": {"rest": fast, "grpc": fast},
-    }
+    figures = table_figures(
+        {"rest": slow, "grpc": slow},
+        3000.0,
+        modes=[mode for mode, _, _ in modes],
+        **{"batching on, two threads": {"rest": fast, "grpc": fast}},
+    )
     table = bench.format_figures(figures, (32,))
     assert table.count("| batching on, two threads |") == 2
     assert "): REST 100 (>= 2,500, or 3% of direct batch-of-32 >= 80%) -> NOT met" in table
@@ -231,15 +224,7 @@ def test_the_h2load_row_gets_its_own_verdict(bench):
         "grpc": {**row, "c32_images_per_s": 1600.0},
         "grpc_h2load": {**row, "c32_images_per_s": 2100.0},
     }
-    figures = {
-        "model": "m/1",
-        "cpus": 2,
-        "load_average_start": "1 1 1",
-        "load_average_end": "1 1 1",
-        "direct": {"p50_ms": 1.0, "p99_ms": 2.0, "batch32_images_per_s": 6000.0},
-        "batching_on": results,
-        "batching_off": results,
-    }
+    figures = table_figures(results, 6000.0)
     table = bench.format_figures(figures, (32,))
     assert table.count("| grpc, h2load |") == 2
     assert "; gRPC 1,600 (>= 2,000, or 27% of direct batch-of-32 >= 80%) -> NOT met" in table
