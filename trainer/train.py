@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,8 @@ from trainer.model import ModelFnModel, build_model
 from trainer.model_fn import get_model_fn
 
 TRAINING_STATS_FILE = "training_stats.json"
+# Examples per batch of the per-epoch validation pass.
+VALIDATION_BATCH = 1000
 CPUINFO = "/proc/cpuinfo"
 # /proc/cpuinfo flags of the instructions that make bfloat16 faster than float32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -100,27 +103,31 @@ class TrainingStats:
 
 
 class ThroughputCallback(keras.callbacks.Callback):
-    """Times training batches only (not validation), leaving out the first batch,
-    whose time is mostly tracing."""
+    """Times training steps only (not validation), leaving out the first call of the
+    train function, whose time is mostly tracing. With ``steps_per_execution`` > 1
+    Keras calls back once per call, with the index of its last step."""
 
     def __init__(self, batch_size: int) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.seconds = 0.0
         self.batches = 0
-        self._last: float | None = None
+        self._last = 0.0
+        self._last_batch = -1
         self._first_done = False
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._last = None
+        self._last = time.perf_counter()
+        self._last_batch = -1
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
-        if self._last is not None and self._first_done:
+        if self._first_done:
             self.seconds += now - self._last
-            self.batches += 1
+            self.batches += batch - self._last_batch
         self._first_done = True
         self._last = now
+        self._last_batch = batch
 
     @property
     def images_per_second(self) -> float:
@@ -139,6 +146,15 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def execution_steps(limit: int, steps_per_epoch: int, max_steps: int = 0) -> int:
+    """Steps per call of the train function: the largest divisor of ``steps_per_epoch``
+    (and of ``max_steps`` when set) up to ``limit``, so that every epoch and a
+    ``max_steps`` stop fall on the end of a call. 550 steps per epoch and a limit of 25:
+    25; a prime number of steps: 1."""
+    whole = math.gcd(steps_per_epoch, max_steps) if max_steps else steps_per_epoch
+    return max(d for d in range(1, max(1, min(limit, whole)) + 1) if whole % d == 0)
+
+
 def set_seed(seed: int | None) -> None:
     """Same seed and data give the same weights: seeds Python, numpy and TF, and
     makes TF's kernels deterministic."""
@@ -155,7 +171,13 @@ def fit(
     hparams: HParams,
     steps_per_epoch: int,
     log_dir: str | None = None,
+    validation_steps: int | None = None,
 ) -> tuple[keras.callbacks.History, ThroughputCallback]:
+    """``model.fit`` for ``hparams.epochs`` epochs of ``steps_per_epoch`` steps (fewer
+    when ``hparams.max_steps`` says so), running ``execution_steps(...)`` steps per call
+    of the compiled train function. ``validation_steps``: batches in one pass over
+    ``validation_ds``, needed when its size is unknown and more than one step runs per
+    call."""
     throughput = ThroughputCallback(hparams.batch_size)
     callbacks: list[keras.callbacks.Callback] = [throughput]
     if log_dir:
@@ -165,11 +187,16 @@ def fit(
         epochs = max(1, min(epochs, -(-hparams.max_steps // steps_per_epoch)))
         steps_per_epoch = min(steps_per_epoch, hparams.max_steps)
         callbacks.append(StopAtStep(hparams.max_steps))
+    per_call = execution_steps(hparams.steps_per_execution, steps_per_epoch, hparams.max_steps)
+    if per_call != 1:
+        # Compiling again keeps the optimizer, its slots and the model's variables.
+        model.compile(optimizer=model.optimizer, steps_per_execution=per_call)
     history = model.fit(
         train_ds.repeat(),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation_ds if hparams.validate_every_epoch else None,
+        validation_steps=validation_steps,
         callbacks=callbacks,
         verbose=2,
     )
@@ -198,14 +225,16 @@ def train(
         train_ds = data.batches_from_cache(
             train_cache, hparams.batch_size, True, hparams.seed, train_count
         )
-        validation_ds = data.batches_from_cache(validation_cache, 1000, False, None)
+        validation_ds = data.batches_from_cache(validation_cache, VALIDATION_BATCH, False, None)
     else:
         train_count = _count_records(train_files)
         validation_count = _count_records(validation_files)
         train_ds = data.streaming_dataset(
             train_files, tft_output, hparams.batch_size, True, hparams.seed
         )
-        validation_ds = data.streaming_dataset(validation_files, tft_output, 1000, False, None)
+        validation_ds = data.streaming_dataset(
+            validation_files, tft_output, VALIDATION_BATCH, False, None
+        )
     load_seconds = time.perf_counter() - start
     if train_count < hparams.batch_size:
         raise ValueError(
@@ -231,7 +260,15 @@ def train(
     fit_start = time.perf_counter()
     with precision_policy(precision):
         model = build_model(get_model_fn(hparams.model), params)
-        history, throughput = fit(model, train_ds, validation_ds, hparams, steps_per_epoch, log_dir)
+        history, throughput = fit(
+            model,
+            train_ds,
+            validation_ds,
+            hparams,
+            steps_per_epoch,
+            log_dir,
+            validation_steps=-(-validation_count // VALIDATION_BATCH),
+        )
     steps = int(model.optimizer.iterations.numpy())
     if precision == "bf16":
         model = float32_twin(model, hparams.model, params)

@@ -44,6 +44,7 @@ def test_defaults_validate_and_have_documented_values():
         "seed": 42,
         "in_memory": True,
         "validate_every_epoch": True,
+        "steps_per_execution": 25,
     }
 
 

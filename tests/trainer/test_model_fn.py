@@ -243,7 +243,14 @@ def test_dropout_rate_param_is_used(real_data):
 def test_loss_decreases_when_fitting_real_images(real_data):
     """20 Adam steps of batch 20 on 200 real images cut the loss and lift the accuracy."""
     images, labels = real_data
-    hparams = HParams(batch_size=20, epochs=2, max_steps=20, seed=7, validate_every_epoch=False)
+    hparams = HParams(
+        batch_size=20,
+        epochs=2,
+        max_steps=20,
+        seed=7,
+        validate_every_epoch=False,
+        steps_per_execution=1,
+    )
     train.set_seed(hparams.seed)
     fitted = build_model(cnn_model_fn, hparams.to_params())
     eval_ds = dataset_from_arrays(images, labels, 200, False, None)
@@ -260,10 +267,65 @@ def test_loss_decreases_when_fitting_real_images(real_data):
     assert accuracy_before < 0.3
     assert loss_after < 0.6 * loss_before
     assert accuracy_after > 0.6
-    # Throughput leaves out the first batch of each epoch (tracing / no start time).
-    assert throughput.batches == 18
+    # Throughput leaves out only the run's first batch (tracing); the second epoch's
+    # first batch is timed from the epoch's start.
+    assert throughput.batches == 19
     assert throughput.seconds > 0
-    assert throughput.images_per_second == pytest.approx(18 * 20 / throughput.seconds)
+    assert throughput.images_per_second == pytest.approx(19 * 20 / throughput.seconds)
+
+
+@pytest.mark.parametrize(
+    ("limit", "steps_per_epoch", "max_steps", "expected"),
+    [
+        (25, 550, 0, 25),  # full MNIST: 55,000 training images in batches of 100
+        (25, 20, 0, 20),
+        (25, 10, 15, 5),  # max_steps mid-epoch: the call must end on step 15
+        (25, 29, 0, 1),  # a prime above the limit: one step per call
+        (1, 550, 0, 1),
+        (25, 10, 4, 2),
+    ],
+)
+def test_execution_steps_divide_the_epoch_and_max_steps(
+    limit, steps_per_epoch, max_steps, expected
+):
+    """The steps per call are the largest divisor of the epoch (and max_steps) <= limit."""
+    assert train.execution_steps(limit, steps_per_epoch, max_steps) == expected
+
+
+def fit_with_steps_per_execution(
+    per_call: int, images: np.ndarray, labels: np.ndarray
+) -> tuple[ModelFnModel, keras.callbacks.History, train.ThroughputCallback]:
+    """Two seeded epochs of 8 steps of 20 with dropout, validated after each, with
+    ``per_call`` steps per call of the train function."""
+    hparams = HParams(batch_size=20, epochs=2, seed=3, steps_per_execution=per_call)
+    train.set_seed(hparams.seed)
+    fitted = build_model(cnn_model_fn, {**hparams.to_params(), "total_steps": 16})
+    train_ds = dataset_from_arrays(images[:160], labels[:160], 20, True, hparams.seed)
+    validation_ds = dataset_from_arrays(images[160:], labels[160:], 1000, False, None)
+    history, throughput = train.fit(
+        fitted, train_ds, validation_ds, hparams, steps_per_epoch=8, validation_steps=1
+    )
+    return fitted, history, throughput
+
+
+def test_steps_per_execution_gives_the_same_weights_and_counts_every_step(real_data):
+    """Four steps per call train the same weights bit for bit as one (same seed, same
+    dropout masks, same schedule), report the same per-epoch loss and validation, and
+    the throughput counts the steps of every call but the first."""
+    images, labels = real_data
+    one, one_history, _ = fit_with_steps_per_execution(1, images, labels)
+    four, four_history, throughput = fit_with_steps_per_execution(4, images, labels)
+    assert four._steps_per_execution.numpy() == 4
+    assert int(four.optimizer.iterations.numpy()) == int(one.optimizer.iterations.numpy()) == 16
+    assert one_history.history == four_history.history
+    assert set(four_history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    train.set_seed(3)  # the weights both runs started from
+    before = weights(build_model(cnn_model_fn, {**PARAMS, "total_steps": 16}))
+    for a, b, initial in zip(weights(one), weights(four), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, initial)
+    # 16 steps in 4 calls; the first call (tracing) is left out.
+    assert throughput.batches == 12
 
 
 def test_same_seed_gives_identical_weights_and_other_seed_differs(real_data):
