@@ -112,6 +112,10 @@ def flatten(inputs: tf.Tensor) -> tf.Tensor:
     return tf.reshape(inputs, [-1, inputs.shape[1:].num_elements()])
 
 
+# Plain Python on params, no tensors: AutoGraph would fail on the annotated
+# assignment below ("annotated name 'kernel' can't be nonlocal") and log a warning
+# asking for a bug report every time a model_fn is traced.
+@tf.autograph.experimental.do_not_convert
 def initializers(params: dict[str, Any]) -> dict[str, keras.initializers.Initializer]:
     """``kernel_initializer`` and ``bias_initializer`` for one conv2d or dense call,
     from ``params`` (``kernel_initializer``: glorot_uniform, zeros or truncated_normal
