@@ -63,5 +63,5 @@ setup(
         # Beam's S3 filesystem (apache-beam's `aws` extra). gs:// needs nothing more.
         "objectstore": ["tensorflow-io==0.37.1", "boto3>=1.9,<2"],
     },
-    entry_points={"console_scripts": ["mnist-tfx=cli.main:main"]},
+    entry_points={"console_scripts": ["mnist-tfx=cli.main:console_main"]},
 )

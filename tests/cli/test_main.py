@@ -54,7 +54,24 @@ def test_console_script_is_installed():
         text=True,
         check=True,
     )
-    assert "cli.main:main" in proc.stdout
+    assert "cli.main:console_main" in proc.stdout
+
+
+def test_console_main_returns_the_exit_code_and_freezes_the_heap():
+    """The console script returns main's exit code with the heap frozen, so the
+    interpreter's last collection at exit skips it (in a child: freezing is for good)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import gc, cli.main as m; m.main = lambda: 3; code = m.console_main();"
+            "print(code, gc.get_freeze_count() > 1000)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout == "3 True\n"
 
 
 def test_unknown_dataset_is_rejected(capsys):
