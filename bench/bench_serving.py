@@ -1,5 +1,6 @@
 """Serving benchmark (``make bench-serving``): the embedded TF-Serving-compatible
-server against a direct in-process call of the same SavedModel, in one run.
+server against a direct in-process call of the same SavedModel (loaded and called as
+the server's model thread calls it), in one run.
 
 Measures single-image latency (p50 / p99 of sequential requests) over REST and
 gRPC, and throughput (images/s, one image per request) with 1, 8 and 32
@@ -87,32 +88,37 @@ def load_average() -> str:
         return "unknown"
 
 
-def bench_direct(model_dir: Path, image: np.ndarray, count: int) -> dict[str, object]:
-    import tensorflow as tf
+def direct_call(model_dir: Path, model_name: str):
+    """The model called in process the way the server calls it (``ServableModel``: the
+    SavedModel in a session, as TF Serving runs it): ``call(uint8 images) -> outputs``."""
+    from serving.signatures import ServableModel
 
-    function = tf.saved_model.load(str(model_dir)).signatures[SIGNATURE]
-    single = tf.constant(image[None])
+    servable = ServableModel(model_name, int(model_dir.name), str(model_dir))
+    signature = servable.signature(SIGNATURE)
+    return lambda images: servable.run(signature, {"images": images})
+
+
+def bench_direct(call, image: np.ndarray, count: int) -> dict[str, object]:
+    single = image[None]
     for _ in range(20):
-        function(images=single)
+        call(single)
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        {k: v.numpy() for k, v in function(images=single).items()}
+        call(single)
         times.append(time.perf_counter() - started)
-    return {**percentiles(times), "batch32_images_per_s": direct_batch32(function, image)}
+    return {**percentiles(times), "batch32_images_per_s": direct_batch32(call, image)}
 
 
-def direct_batch32(function, image: np.ndarray, seconds: float = 3.0) -> float:
-    """Images/s of back-to-back batch-of-32 calls (input made and output read as a
-    server does). Measured before and after the servers: on a shared machine the
-    reference moves with the load, and the servers are compared with its mean."""
-    import tensorflow as tf
-
+def direct_batch32(call, image: np.ndarray, seconds: float = 3.0) -> float:
+    """Images/s of back-to-back batch-of-32 calls (numpy in, numpy out, as the server's
+    model thread calls it). Measured before and after the servers: on a shared machine
+    the reference moves with the load, and the servers are compared with its mean."""
     batch = np.repeat(image[None], 32, axis=0)
-    function(images=tf.constant(batch))
+    call(batch)
     started, done = time.perf_counter(), 0
     while time.perf_counter() - started < seconds:
-        {k: v.numpy() for k, v in function(images=tf.constant(batch)).items()}
+        call(batch)
         done += 32
     return done / (time.perf_counter() - started)
 
@@ -561,10 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_average_start": load_average(),
     }
-    figures["direct"] = bench_direct(model_dir, image, args.requests)
-    import tensorflow as tf
-
-    function = tf.saved_model.load(str(model_dir)).signatures[SIGNATURE]
+    call = direct_call(model_dir, args.model_name)
+    figures["direct"] = bench_direct(call, image, args.requests)
     figures["modes"] = []
     h2load = shutil.which("h2load")
     if h2load is None:
@@ -581,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures[mode]["grpc_h2load"] = measure_h2load(server, args, image, Path(work))
         finally:
             server.stop()
-    figures["direct"]["batch32_end_images_per_s"] = direct_batch32(function, image)
+    figures["direct"]["batch32_end_images_per_s"] = direct_batch32(call, image)
     figures["load_average_end"] = load_average()
     print(format_figures(figures, args.clients))
     if args.json:

@@ -18,7 +18,13 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.signatures import WARMUP_FILE, ServableModel, replay_warmup_file, warm_up
+from serving.signatures import (
+    WARMUP_FILE,
+    ServableModel,
+    clean_op_error,
+    replay_warmup_file,
+    warm_up,
+)
 from serving.versions import load_and_warm_up
 from tests import tf_serving_models as models
 from tests.serving_fixture import MODEL_NAME, exported_versions
@@ -164,3 +170,21 @@ def test_at_most_1000_records(tmp_path):
     write_warmup_file(path, [predict_log(x=float(i)) for i in range(1001)])
     with pytest.raises(ValueError, match=r"Number of warmup records exceeds the maximum \(1000\)"):
         replay_warmup_file(servable)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # a session call (how every SavedModel runs): the node annotation on the same line
+        "assertion failed: [2 of 3 examples malformed] "
+        "[[{{function_node __inference_serve_examples_940}}{{node Assert/Assert}}]]",
+        "assertion failed: [2 of 3 examples malformed]\n\t [[{{node Assert/Assert}}]]",
+        "assertion failed: [2 of 3 examples malformed] \n\t "
+        "[[{{function_node __inference_serve_examples_940}}{{node Assert/Assert}}]]",
+        # an eager op
+        "Graph execution error:\n\nassertion failed: [2 of 3 examples malformed] [Op:Assert]",
+    ],
+)
+def test_op_errors_lose_their_graph_annotations(raw):
+    """What a client reads of a TensorFlow op error: the message, no node or op names."""
+    assert clean_op_error(raw) == "assertion failed: [2 of 3 examples malformed]"
