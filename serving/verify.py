@@ -3,8 +3,9 @@
 The Trainer writes, inside the SavedModel, ``assets.extra/expected_predictions.json``:
 a few serialized validation examples and the probabilities the trained model gave them
 in the Trainer's process (``trainer/export.py``). ``verify_saved_model`` loads the
-written copy the way a server would (``tf.saved_model.load``) and calls every
-signature on those examples:
+written copy as a TF2 program would (``tf.saved_model.load``; TF Serving and the
+embedded server run it in a session instead, checked by ``tests/serving``) and calls
+every signature on those examples:
 
 * ``serving_default`` and ``classify`` on the serialized examples;
 * ``predict_images`` (TF Serving's MNIST contract) on the same images as float
