@@ -215,8 +215,6 @@ class ServableModel:
         self.signature_def_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in meta_graph.signature_def.items():
             self.signature_def_map.signature_def[name].CopyFrom(signature_def)
-        # TF2's tf.saved_model.save writes an object graph; TF1's builder does not.
-        self.is_tf2 = meta_graph.HasField("object_graph_def")
         self._runner = _Session(path, meta_graph.signature_def)
         self.signatures = {
             name: Signature(
