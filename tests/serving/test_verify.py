@@ -2,18 +2,24 @@
 
 The model is cnn_model_fn fitted for a few steps on fixture images and exported
 by trainer.export with its verification set; verification loads the staged copy
-with tf.saved_model.load and calls its signatures for real."""
+as the servers do (``serving.signatures.ServableModel``, a session running the
+SignatureDefs of ``saved_model.pb``) and calls its signatures for real. Two copies
+with a SignatureDef edited the way ``trainer.export.mark_classify_signature`` edits
+one show why not ``tf.saved_model.load``: it restores its signatures from the
+object graph's functions and never reads the SignatureDefs the servers run."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tfx.types import standard_artifacts
 
 from components.pusher.executor import AtomicPushExecutor
@@ -185,6 +191,56 @@ def test_version_with_the_old_signatures_is_refused(tmp_path, exported):
         r"MNIST contract; its predict_images reads pixels as 0\.\.255",
     ):
         verify_saved_model(str(tmp_path / "old"))
+
+
+def edit_signature_def(
+    model_dir: Path, name: str, edit: Callable[[meta_graph_pb2.SignatureDef], None]
+) -> None:
+    """Rewrite the SignatureDef ``name`` of the MetaGraphDef tagged ``serve`` in
+    ``saved_model.pb``, the file TF Serving and the servers read signatures from."""
+    path = model_dir / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    (meta_graph,) = [m for m in saved_model.meta_graphs if list(m.meta_info_def.tags) == ["serve"]]
+    edit(meta_graph.signature_def[name])
+    path.write_bytes(saved_model.SerializeToString())
+
+
+def test_signature_def_that_answers_otherwise_when_served_is_refused(model_copy):
+    """serving_default's SignatureDef names its classes tensor as ``probabilities`` and
+    its probabilities as ``classes``: the restored function tf.saved_model.load calls
+    still answers the Trainer's probabilities, the session the servers run does not."""
+
+    def swap_outputs(signature_def: meta_graph_pb2.SignatureDef) -> None:
+        outputs = signature_def.outputs
+        names = outputs["probabilities"].name, outputs["classes"].name
+        outputs["classes"].name, outputs["probabilities"].name = names
+
+    edit_signature_def(model_copy, "serving_default", swap_outputs)
+    with pytest.raises(
+        ModelVerificationError,
+        match=r"signature serving_default returned probabilities \(16,\), expected \(16, 10\)",
+    ):
+        verify_saved_model(str(model_copy))
+
+
+def test_signature_the_servers_cannot_call_is_refused(model_copy):
+    """predict_pixels's input declared as a sparse tensor in its SignatureDef: the servers
+    (like TF Serving) cannot feed it, so clients could not call it; tf.saved_model.load
+    still calls the restored function with a dense tensor."""
+
+    def make_input_sparse(signature_def: meta_graph_pb2.SignatureDef) -> None:
+        images = signature_def.inputs["images"]
+        name = images.name
+        images.coo_sparse.values_tensor_name = name
+        images.coo_sparse.indices_tensor_name = name
+        images.coo_sparse.dense_shape_tensor_name = name
+
+    edit_signature_def(model_copy, "predict_pixels", make_input_sparse)
+    with pytest.raises(
+        ModelVerificationError,
+        match=r"signature\(s\) \['predict_pixels'\] cannot be called as the servers call them",
+    ):
+        verify_saved_model(str(model_copy))
 
 
 def test_model_that_does_not_load_is_refused(model_copy):
