@@ -1,7 +1,9 @@
 """``serving/openapi.yaml``, the OpenAPI 3.1 description of the REST API, against the
 server: the description is valid OpenAPI (schemathesis loads and validates it) and
 every schema in it is valid JSON Schema 2020-12 whose references resolve; every
-route the aiohttp app has is declared and every declared operation exists (one
+route the aiohttp app has, built with and without the draw-a-digit UI, is declared,
+every declared operation is routed with the UI and all but the ``ui``-tagged ones
+without it, and every declared operation exists (one
 well-formed request per operation to the shared test server, its status, content
 type, headers and body checked against what the operation declares, and every
 other method/suffix under ``/v1/models/`` refused as a malformed URL); and the
@@ -41,6 +43,8 @@ from tests.serving_fixture import (
 SPEC_RESOURCE = importlib.resources.files("serving").joinpath("openapi.yaml")
 LABEL = "stable"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+# The tag of the draw-a-digit page's operations, routed only with the UI (not --no-ui).
+UI_TAG = "ui"
 # The path parameters of the shared server's model (tests/serving_fixture.py).
 PATH_VALUES = {"model": MODEL_NAME, "version": str(SHARED_VERSION), "label": LABEL}
 
@@ -124,10 +128,25 @@ def check_response(operation_id: str, response: requests.Response) -> dict[str, 
 
 
 def send(
-    server: ServerProcess, operation_id: str, body: Any = None, values: dict | None = None
+    server: ServerProcess,
+    operation_id: str,
+    body: Any = None,
+    values: dict | None = None,
+    params: dict[str, str] | None = None,
 ) -> requests.Response:
     method, path, _ = operations()[operation_id]
-    return requests.request(method, server.url + fill_path(path, values), json=body, timeout=60)
+    return requests.request(
+        method, server.url + fill_path(path, values), json=body, params=params, timeout=60
+    )
+
+
+def ui_operations() -> set[str]:
+    """The operationIds tagged ``ui``: the page's, which exist only with the UI."""
+    return {
+        operation_id
+        for operation_id, (_, _, operation) in operations().items()
+        if UI_TAG in operation.get("tags", [])
+    }
 
 
 def iter_schemas(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -195,13 +214,16 @@ EXPECTED_OPERATIONS = {
     "regressLabel": ("POST", "/v1/models/{model}/labels/{label}:regress"),
     "health": ("GET", "/healthz"),
     "prometheusMetrics": ("GET", "/monitoring/prometheus/metrics"),
+    "drawPage": ("GET", "/"),
+    "uiSamples": ("GET", "/ui/samples"),
 }
 
 
 def test_description_is_valid_openapi_and_loads_in_schemathesis():
     """schemathesis loads the file from the package and validates it against the
     OpenAPI 3.1 meta-schema; it sees exactly the operations TF Serving documents plus
-    the two extras; a broken copy is refused, so the validation is not vacuous."""
+    the two extras and the draw-a-digit page's two, which alone are tagged ``ui``; a
+    broken copy is refused, so the validation is not vacuous."""
     spec = load_spec()
     assert spec["openapi"].startswith("3.1.")
     loaded = schemathesis.openapi.from_path(str(SPEC_RESOURCE))
@@ -211,6 +233,7 @@ def test_description_is_valid_openapi_and_loads_in_schemathesis():
     )
     assert seen == sorted(EXPECTED_OPERATIONS.values())
     assert {k: v[:2] for k, v in operations().items()} == EXPECTED_OPERATIONS
+    assert ui_operations() == {"drawPage", "uiSamples"}
     for breakage, message in (
         (lambda doc: doc["info"].pop("title"), "title"),
         (lambda doc: doc["components"]["parameters"]["version"].update({"in": "body"}), "body"),
@@ -355,25 +378,39 @@ def _route_matches(route: Any, method: str, path: str) -> bool:
     return info["pattern"].fullmatch(path) is not None
 
 
-def test_every_route_of_the_app_is_declared_and_every_operation_routed():
-    """Read from the aiohttp app's router: every route (a catch-all ``*`` route
-    counts for any method) serves at least one declared operation, and every declared
-    operation, its path filled in, is matched by a route for its method. HEAD routes
-    are aiohttp's automatic ones for GET."""
+@pytest.mark.parametrize("ui", [True, False], ids=["with-ui", "no-ui"])
+def test_every_route_of_the_app_is_declared_and_every_operation_routed(ui):
+    """Read from the aiohttp app's router, built as the server builds it with its
+    draw-a-digit UI (the default) and with ``--no-ui``: every route (a catch-all ``*``
+    route counts for any method) serves at least one declared operation; with the UI
+    every declared operation, its path filled in, is matched by a route for its
+    method, and without it every one but those tagged ``ui``, which must then match no
+    route. HEAD routes are aiohttp's automatic ones for GET."""
     from serving.rest_api import RestApi
 
-    app = RestApi(None, None, 1024).app()
+    app = RestApi(None, None, 1024, ui=ui).app()
+    built = "the app with the UI" if ui else "the app without the UI (--no-ui)"
     routes = [route for route in app.router.routes() if route.method != "HEAD"]
-    declared = [(method, fill_path(path)) for method, path, _ in operations().values()]
+    declared = {
+        operation_id: (method, fill_path(path))
+        for operation_id, (method, path, _) in operations().items()
+    }
     assert routes
     for route in routes:
-        assert any(_route_matches(route, m, p) for m, p in declared), (
-            f"route {route.method} {route.resource.canonical} serves no declared operation"
+        assert any(_route_matches(route, m, p) for m, p in declared.values()), (
+            f"route {route.method} {route.resource.canonical} of {built} serves no operation "
+            f"declared in {SPEC_RESOURCE.name}"
         )
-    for method, path in declared:
-        assert any(_route_matches(route, method, path) for route in routes), (
-            f"declared {method} {path} has no route"
-        )
+    ui_only = ui_operations()
+    for operation_id, (method, path) in declared.items():
+        routed = any(_route_matches(route, method, path) for route in routes)
+        if ui or operation_id not in ui_only:
+            assert routed, f"declared {method} {path} ({operation_id}) has no route in {built}"
+        else:
+            assert not routed, (
+                f"declared {method} {path} ({operation_id}) is tagged {UI_TAG!r} (only with "
+                f"the UI) but {built} routes it"
+            )
 
 
 WELL_FORMED_BODIES = {
@@ -388,6 +425,8 @@ WELL_FORMED_BODIES = {
         "examples": [{"image": b64(image.tobytes())}],
     },
 }
+# Query parameters of the operations that take them.
+WELL_FORMED_QUERIES = {"uiSamples": {"model": MODEL_NAME}}
 
 
 def _kind(operation_id: str) -> str:
@@ -398,10 +437,11 @@ def _kind(operation_id: str) -> str:
 def test_one_well_formed_request_per_operation(server, image, operation_id):
     """Each declared operation exists on the server: a well-formed request gets the
     answer it declares (200; 400 for :regress, which the MNIST model has no signature
-    for), valid against the declared schema."""
+    for), valid against the declared schema. The shared server runs with its UI, so
+    the page's operations are there too."""
     kind = _kind(operation_id)
     body = WELL_FORMED_BODIES[kind](image) if kind in WELL_FORMED_BODIES else None
-    response = send(server, operation_id, body)
+    response = send(server, operation_id, body, params=WELL_FORMED_QUERIES.get(operation_id))
     expected = 400 if kind == "regress" else 200
     assert response.status_code == expected, response.text[:500]
     body = check_response(operation_id, response)
@@ -415,6 +455,11 @@ def test_one_well_formed_request_per_operation(server, image, operation_id):
     if kind.endswith("Metadata"):
         assert body["model_spec"]["version"] == str(SHARED_VERSION)
         assert "serving_default" in body["metadata"]["signature_def"]["signature_def"]
+    if kind == "drawPage":
+        assert 'id="ui-models"' in response.text
+    if kind == "uiSamples":
+        assert (body["model"], body["version"]) == (MODEL_NAME, SHARED_VERSION)
+        assert body["images"] and len(body["labels"]) == len(body["images"])
 
 
 MODEL_TARGETS = ("{model}", "{model}/versions/{version}", "{model}/labels/{label}")
@@ -528,6 +573,19 @@ def test_documented_status_and_error_examples_are_the_servers_answers(server):
     health = requests.get(f"{server.url}/healthz", timeout=30)
     documented = spec["paths"]["/healthz"]["get"]["responses"]["200"]["content"]
     assert health.json() == documented["application/json"]["example"]
+
+
+@pytest.mark.parametrize(("status", "params"), [("400", {}), ("404", {"model": "nope"})])
+def test_documented_ui_samples_errors_are_the_servers_answers(server, status, params):
+    """The error examples of ``GET /ui/samples`` are what the shared server (model
+    ``mnist``) answers, body for body. (Its 503, no version loaded yet, cannot happen on
+    a server that is serving.)"""
+    response = send(server, "uiSamples", params=params)
+    assert response.status_code == int(status), response.text[:500]
+    check_response("uiSamples", response)
+    _, _, operation = operations()["uiSamples"]
+    documented = resolve(operation["responses"][status])["content"]["application/json"]
+    assert response.json() == documented["example"]
 
 
 def test_example_image_is_the_fixtures_first_test_image():
