@@ -11,6 +11,16 @@ The rule: the fewest epochs whose validation accuracy is within one standard
 error (sqrt(p(1-p)/n)) of the best candidate's, since a difference smaller than
 that is noise on n validation images. Prints a table; asserts nothing.
 
+With several seeds per setting (the same seeds for every setting, ``seed=`` in each
+``--candidate``), the seeds pair the runs instead: per setting the mean accuracy;
+against the setting with the best mean, the per-seed differences, their mean and
+standard error (sample standard deviation / sqrt(seeds)). A setting is as good as
+the best unless it loses by more than two standard errors of that paired
+difference; the fewest epochs among those are chosen. Pairing removes what two
+settings share on one seed (the same start and batch order, the same hard images),
+so it sees a small difference that holds on every seed, which one run per setting
+cannot tell from noise.
+
     .venv/bin/python bench/choose_epochs.py --dataset fashion_mnist --epochs 6,8,10
 
 ``--candidate`` compares whole settings instead (repeatable; each a comma-separated
@@ -126,14 +136,66 @@ def main() -> None:
         results.append((overrides, epochs, accuracy))
         label = ",".join(f"{k}={v}" for k, v in overrides.items())
         print(f"{label:<60} validation accuracy {accuracy:.4f}  ({seconds:.0f} s)", flush=True)
-    best = max(accuracy for _, _, accuracy in results)
-    standard_error = math.sqrt(best * (1 - best) / n)
-    within = [r for r in results if r[2] >= best - standard_error]
-    chosen = min(within, key=lambda r: r[1])
-    print(
-        f"best {best:.4f}; one standard error {standard_error:.4f}; chosen: "
-        f"{chosen[0]} ({chosen[2]:.4f}; fewest epochs within one standard error of the best)"
+    for line in choose(results, n):
+        print(line)
+
+
+Result = tuple[dict, int, float]  # (overrides, epochs, validation accuracy)
+
+
+def _setting(overrides: dict) -> tuple:
+    return tuple((k, v) for k, v in overrides.items() if k != "seed")
+
+
+def _label(setting: tuple) -> str:
+    return ",".join(f"{k}={v}" for k, v in setting) or "(defaults)"
+
+
+def choose(results: list[Result], n: int) -> list[str]:
+    """The lines reporting the choice among ``results`` (in the order run) scored on
+    ``n`` validation images: paired over seeds when every setting ran on the same two
+    or more seeds, else one run per candidate against the binomial standard error."""
+    by_setting: dict[tuple, dict] = {}
+    epochs: dict[tuple, int] = {}
+    for overrides, count, accuracy in results:
+        setting = _setting(overrides)
+        by_setting.setdefault(setting, {})[overrides.get("seed")] = accuracy
+        epochs[setting] = count
+    seeds = {frozenset(runs) for runs in by_setting.values()}
+    paired = len(seeds) == 1 and len(next(iter(seeds))) >= 2
+    if not paired:
+        best = max(accuracy for _, _, accuracy in results)
+        standard_error = math.sqrt(best * (1 - best) / n)
+        within = [r for r in results if r[2] >= best - standard_error]
+        chosen = min(within, key=lambda r: r[1])
+        return [
+            f"best {best:.4f}; one standard error {standard_error:.4f}; chosen: "
+            f"{chosen[0]} ({chosen[2]:.4f}; fewest epochs within one standard error of the best)"
+        ]
+    order = sorted(next(iter(seeds)), key=str)
+    means = {s: sum(runs.values()) / len(runs) for s, runs in by_setting.items()}
+    best = max(means, key=lambda s: means[s])
+    lines = [f"paired over seeds {', '.join(map(str, order))}; best mean: {_label(best)}"]
+    as_good = []
+    for setting, runs in by_setting.items():
+        differences = [by_setting[best][seed] - runs[seed] for seed in order]
+        mean = sum(differences) / len(differences)
+        spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (len(differences) - 1))
+        standard_error = spread / math.sqrt(len(differences))
+        worse = mean > 2 * standard_error
+        if not worse:
+            as_good.append(setting)
+        lines.append(
+            f"  {_label(setting):<40} mean {means[setting]:.4f}  best minus this "
+            f"{mean:+.4f} (standard error {standard_error:.4f}): "
+            + ("worse" if worse else "as good")
+        )
+    chosen = min(as_good, key=lambda s: epochs[s])  # min keeps the first listed on a tie
+    lines.append(
+        f"chosen: {_label(chosen)} (mean {means[chosen]:.4f}; fewest epochs not worse than the "
+        "best by more than two standard errors of the paired difference)"
     )
+    return lines
 
 
 if __name__ == "__main__":
