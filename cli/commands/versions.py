@@ -101,9 +101,32 @@ def read_card(base: str, version: int) -> str:
             "(written by the Pusher since model cards were added; an older push has none)"
         )
     if object_store.is_url(base):
-        return object_store.read_bytes(path).decode("utf-8")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+        card = object_store.read_bytes(path).decode("utf-8")
+    else:
+        with open(path, encoding="utf-8") as f:
+            card = f.read()
+    return _rollback_note(base, version) + card
+
+
+def _rollback_note(base: str, version: int) -> str:
+    """For a version ``mnist-tfx rollback`` published, a line saying which version it
+    copies: its card is the restored version's, written when that one was pushed, and
+    names that version and date (empty for any other version)."""
+    from serving.publish import ROLLBACK_LOG, rollback_sources
+
+    sources = rollback_sources(base)
+    if version not in sources:
+        return ""
+    chain = [sources[version]]
+    while chain[-1] in sources and len(chain) <= len(sources):  # a copy of a copy
+        chain.append(sources[chain[-1]])
+    copies = ", ".join(f"a copy of version {v}" for v in chain[1:])
+    return (
+        f"> Version {version} is a rollback copy of version {chain[0]}"
+        + (f" ({copies})" if copies else "")
+        + f", recorded in {ROLLBACK_LOG}: the model and the card below are version "
+        f"{chain[-1]}'s, written when it was pushed.\n\n"
+    )
 
 
 def _check_age(serving_model_dir: str, max_days: float) -> int:

@@ -67,3 +67,32 @@ def test_a_version_that_is_not_a_number_is_refused_by_the_parser(base, capsys):
     assert capsys.readouterr().err == (
         "error: --card latest: expected an integer (see mnist-tfx versions --help)\n"
     )
+
+
+def test_a_rollback_copy_says_which_version_it_copies(base, capsys):
+    """Versions 300 and 400 as mnist-tfx rollback publishes them: a copy of 100's files,
+    card included, and a line in .rollbacks.jsonl (400 copies the copy 300)."""
+    import json
+    import shutil
+
+    shutil.copytree(base / "100", base / "300")
+    shutil.copytree(base / "100", base / "400")
+    records = [
+        {"version": 300, "restores": 100, "replaced": 200, "at": "2026-11-27T10:00:00+00:00"},
+        {"version": 400, "restores": 300, "replaced": 200, "at": "2026-11-27T11:00:00+00:00"},
+    ]
+    (base / ".rollbacks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    card = "# Model card: mnist version 100\n\noverall: 0.9922\n"
+    assert _versions("--card", "300") == EXIT_OK
+    assert capsys.readouterr().out == (
+        "> Version 300 is a rollback copy of version 100, recorded in .rollbacks.jsonl: the "
+        "model and the card below are version 100's, written when it was pushed.\n\n" + card
+    )
+    assert _versions("--card", "400") == EXIT_OK
+    assert capsys.readouterr().out == (
+        "> Version 400 is a rollback copy of version 300 (a copy of version 100), recorded in "
+        ".rollbacks.jsonl: the model and the card below are version 100's, written when it "
+        "was pushed.\n\n" + card
+    )
+    assert _versions("--card", "100") == EXIT_OK  # the original is untouched
+    assert capsys.readouterr().out == card
