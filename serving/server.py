@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -81,6 +82,9 @@ class ServerConfig:
     # --tensorflow_inter_op_parallelism); 0 lets TensorFlow choose.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    # TF Serving's --mixed_precision: None (float32, the default) or "bfloat16", every
+    # model's matrix products and convolutions in bfloat16 (serving/signatures.py).
+    mixed_precision: str | None = None
     # Request logs (serving/request_log.py): a file is closed after this many records or
     # this many seconds, whichever comes first.
     log_max_records_per_file: int = request_log.DEFAULT_MAX_RECORDS_PER_FILE
@@ -152,7 +156,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     from serving.metrics import ServingMetrics
     from serving.rest_api import RestApi
     from serving.service import InferenceService
-    from serving.versions import ModelRegistry
+    from serving.versions import ModelRegistry, load_and_warm_up
 
     if config.intra_op_threads or config.inter_op_threads:
         import tensorflow as tf
@@ -164,7 +168,12 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    models = ModelRegistry(config.models, config.poll_seconds, retry=config.retry)
+    models = ModelRegistry(
+        config.models,
+        config.poll_seconds,
+        loader=functools.partial(load_and_warm_up, mixed_precision=config.mixed_precision),
+        retry=config.retry,
+    )
     metrics = ServingMetrics(models)
     executor = ThreadPoolExecutor(config.threads, thread_name_prefix="model")
     batcher = Batcher(
@@ -455,6 +464,13 @@ def _add_thread_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="TensorFlow ops run side by side (default 0: TensorFlow's choice)",
     )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["bfloat16"],  # serving/signatures.py BFLOAT16
+        help="run the models' matrix products and convolutions in bfloat16 (TF Serving's "
+        "--mixed_precision=bfloat16) on CPUs with AVX512_BF16 or AMX; answers move by "
+        "bfloat16 rounding (default: float32, answers as trained)",
+    )
 
 
 def model_configs_from_file(path: Path) -> tuple[ModelConfig, ...]:
@@ -559,6 +575,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model_threads=args.model_threads,
         intra_op_threads=args.tf_intra_op_threads,
         inter_op_threads=args.tf_inter_op_threads,
+        mixed_precision=args.mixed_precision,
         log_max_records_per_file=args.logging_max_records_per_file,
         log_rotate_seconds=args.logging_rotate_seconds,
         ui=not args.no_ui,

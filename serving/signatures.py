@@ -48,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, rewriter_config_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving.errors import ServingError, invalid_argument
@@ -154,31 +154,98 @@ def clean_op_error(message: str) -> str:
     return " ".join(kept) or message
 
 
+BFLOAT16 = "bfloat16"
+
+
 class _Session:
     """A SavedModel (TF1 or TF2) in a session, as TF Serving runs it: each signature is
-    one session call feeding its input tensors and fetching its output tensors."""
+    one session call feeding its input tensors and fetching its output tensors.
 
-    def __init__(self, path: str, signature_defs: Any) -> None:
+    ``mixed_precision="bfloat16"`` is TF Serving's ``--mixed_precision=bfloat16``:
+    grappler's oneDNN bfloat16 pass (``auto_mixed_precision_onednn_bfloat16``) runs
+    the model's matrix products and convolutions in bfloat16, on CPUs with
+    AVX512_BF16 or AMX (elsewhere TensorFlow logs that it cannot and leaves the model
+    in float32). TF Serving keeps the variables, so the pass casts every float32
+    weight to bfloat16 on every call; for a model without lookup tables or assets the
+    graph is frozen first (variables become constants, ``convert_variables_to_
+    constants``), so those casts fold into bfloat16 constants once, at load. Measured
+    on the pushed MNIST model (2026-11-27, a CPU with AMX), ms per call for 1 / 12 /
+    32 images: float32 1.54 / 2.87 / 4.93, TF Serving's way 2.14 / 2.98 / 3.59,
+    frozen 1.34 / 1.82 / 2.21. Answers move by bfloat16's rounding (8 bits of
+    mantissa): probabilities by up to ~0.005 there, classes alike on those images."""
+
+    def __init__(self, path: str, signature_defs: Any, mixed_precision: str | None = None) -> None:
+        config = self._config(mixed_precision)
         self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=config)
+        with self._graph.as_default():
+            # Restores the variables and runs the main op (or legacy init op) with the
+            # asset paths of this directory.
+            meta_graph = tf.compat.v1.saved_model.loader.load(
+                self._session, list(SERVING_TAGS), path
+            )
+        self._graph.finalize()
+        self._calls = self._callables(signature_defs)
+        # How the model runs: "float32", or with bfloat16 "frozen" or "variables".
+        self.precision = "float32"
+        if mixed_precision == BFLOAT16:
+            self.precision = "variables"
+            if _freezable(self._graph, meta_graph):
+                self._freeze(signature_defs, config)
+
+    @staticmethod
+    def _config(mixed_precision: str | None) -> Any:
         # The server's TensorFlow thread settings (--tf-*-op-threads) apply here too.
         config = tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
             inter_op_parallelism_threads=tf.config.threading.get_inter_op_parallelism_threads(),
         )
-        self._session = tf.compat.v1.Session(graph=self._graph, config=config)
-        with self._graph.as_default():
-            # Restores the variables and runs the main op (or legacy init op) with the
-            # asset paths of this directory.
-            tf.compat.v1.saved_model.loader.load(self._session, list(SERVING_TAGS), path)
-        self._graph.finalize()
-        self._calls: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        if mixed_precision == BFLOAT16:
+            config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
+                rewriter_config_pb2.RewriterConfig.ON
+            )
+        elif mixed_precision is not None:
+            raise ValueError(f"mixed precision {mixed_precision!r}: expected {BFLOAT16!r}")
+        return config
+
+    def _callables(self, signature_defs: Any) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+        calls = {}
         for name, signature_def in signature_defs.items():
             try:
                 feeds = {k: self._tensor(i) for k, i in signature_def.inputs.items()}
                 fetches = {k: self._tensor(i) for k, i in signature_def.outputs.items()}
             except (KeyError, ValueError):
                 continue  # sparse, composite or op outputs (an init op): not callable
-            self._calls[name] = (feeds, fetches)
+            calls[name] = (feeds, fetches)
+        return calls
+
+    def _freeze(self, signature_defs: Any, config: Any) -> None:
+        """Replace the graph by one whose variables are constants (what every callable
+        signature fetches, and what that needs); kept as loaded when a signature would
+        lose a tensor it feeds (an input no output depends on is pruned)."""
+        outputs = sorted(
+            {
+                signature_defs[name].outputs[key].name.split(":")[0]
+                for name in self._calls
+                for key in signature_defs[name].outputs
+            }
+        )
+        frozen_def = tf.compat.v1.graph_util.convert_variables_to_constants(
+            self._session, self._graph.as_graph_def(), outputs
+        )
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.graph_util.import_graph_def(frozen_def, name="")
+        graph.finalize()
+        loaded = self._graph, self._session, self._calls
+        self._graph = graph
+        self._calls = self._callables({name: signature_defs[name] for name in self._calls})
+        if set(self._calls) != set(loaded[2]):
+            self._graph, _, self._calls = loaded
+            return
+        self._session = tf.compat.v1.Session(graph=graph, config=config)
+        loaded[1].close()
+        self.precision = "frozen"
 
     def _tensor(self, info: meta_graph_pb2.TensorInfo) -> Any:
         if info.WhichOneof("encoding") != "name":
@@ -204,10 +271,24 @@ class _Session:
         return dict(zip(keys, values, strict=True))
 
 
+def _freezable(graph: tf.Graph, meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
+    """Whether the graph can run with its variables as constants: no assets (their
+    paths are fed at load) and no lookup tables (filled by the init op, which freezing
+    drops), in the graph or in its functions."""
+    if meta_graph.asset_file_def or meta_graph.collection_def.get("asset_filepaths"):
+        return False
+    graph_def = graph.as_graph_def()
+    types = {node.op for node in graph_def.node}
+    types.update(node.op for f in graph_def.library.function for node in f.node_def)
+    return not any("Table" in op for op in types)
+
+
 class ServableModel:
     """A SavedModel version, loaded into a session (TF1 or TF2) and ready to run."""
 
-    def __init__(self, model_name: str, version: int, path: str) -> None:
+    def __init__(
+        self, model_name: str, version: int, path: str, mixed_precision: str | None = None
+    ) -> None:
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -215,7 +296,7 @@ class ServableModel:
         self.signature_def_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in meta_graph.signature_def.items():
             self.signature_def_map.signature_def[name].CopyFrom(signature_def)
-        self._runner = _Session(path, meta_graph.signature_def)
+        self._runner = _Session(path, meta_graph.signature_def, mixed_precision)
         self.signatures = {
             name: Signature(
                 name,
@@ -226,6 +307,12 @@ class ServableModel:
             for name, signature_def in meta_graph.signature_def.items()
             if self._runner.callable(name, signature_def)
         }
+
+    @property
+    def precision(self) -> str:
+        """``float32``; with ``mixed_precision="bfloat16"``, ``frozen`` (weights as
+        bfloat16 constants) or ``variables`` (cast per call, as TF Serving does)."""
+        return self._runner.precision
 
     def signature(self, name: str | None) -> Signature:
         """The named signature (``serving_default`` when empty); 400 when it does not exist

@@ -249,10 +249,12 @@ def list_version_dirs(base_path: Path) -> list[int]:
 Loader = Callable[[str, int, str], "ServableModel"]
 
 
-def load_and_warm_up(model_name: str, version: int, path: str) -> ServableModel:
+def load_and_warm_up(
+    model_name: str, version: int, path: str, mixed_precision: str | None = None
+) -> ServableModel:
     from serving.signatures import ServableModel, warm_up
 
-    servable = ServableModel(model_name, version, path)
+    servable = ServableModel(model_name, version, path, mixed_precision)
     warm_up(servable)
     return servable
 
