@@ -400,7 +400,9 @@ class ServedModel:
         self._retrying.pop(version, None)
         self.serving = {**self.serving, version: servable}
         self._set_state(version, VersionState.AVAILABLE)
-        logger.info("serving %s version %d", name, version)
+        # float32, or with --mixed-precision bfloat16 "frozen" / "variables" (signatures.py).
+        precision = getattr(servable, "precision", "float32")
+        logger.info("serving %s version %d (%s)", name, version, precision)
 
     def resolve(self, version: int | None = None, label: str | None = None) -> ServableModel:
         """The servable a request names; TF Serving's errors when there is none."""

@@ -165,6 +165,7 @@ def test_the_server_serves_in_bfloat16_with_the_flag(tmp_path):
         )["probabilities"]
         assert np.abs(got - want).max() <= 0.02
         np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+        assert f"serving {MODEL_NAME} version 7 (frozen)" in server.log()
     finally:
         server.stop()
 
