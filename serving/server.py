@@ -79,8 +79,9 @@ class ServerConfig:
     model_threads: int | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     # TensorFlow's own thread pools (TF Serving's --tensorflow_intra_op_parallelism and
-    # --tensorflow_inter_op_parallelism); 0 lets TensorFlow choose.
-    intra_op_threads: int = 0
+    # --tensorflow_inter_op_parallelism); 0 lets TensorFlow choose. Intra-op None: one
+    # thread fewer than the cores this process may use (``tf_intra_op_threads``).
+    intra_op_threads: int | None = None
     inter_op_threads: int = 0
     # TF Serving's --mixed_precision: None (float32, the default) or "bfloat16", every
     # model's matrix products and convolutions in bfloat16 (serving/signatures.py).
@@ -114,7 +115,7 @@ class ServerConfig:
             )
         if self.model_threads is not None and self.model_threads < 1:
             raise ValueError(f"model threads must be >= 1, got {self.model_threads}")
-        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+        if (self.intra_op_threads or 0) < 0 or self.inter_op_threads < 0:
             raise ValueError(
                 "TensorFlow thread counts must be >= 0 (0: TensorFlow's choice), got "
                 f"intra-op {self.intra_op_threads}, inter-op {self.inter_op_threads}"
@@ -139,6 +140,18 @@ class ServerConfig:
         return RetryPolicy(self.max_num_load_retries, self.load_retry_interval_s)
 
     @property
+    def tf_intra_op_threads(self) -> int:
+        """The intra-op threads TensorFlow is given: the setting, else one fewer than
+        the cores this process may run on (at least 1). The REST and gRPC front end is
+        one Python thread (the event loop) that keeps about one core busy under load;
+        TensorFlow's default, one intra-op thread per core, makes each model call share
+        every core with it. Leaving the loop its core was measured faster on 2 cores,
+        throughput and latency alike (docs/benchmarks.md)."""
+        if self.intra_op_threads is not None:
+            return self.intra_op_threads
+        return max(1, usable_cores() - 1)
+
+    @property
     def threads(self) -> int:
         """How many model threads run: the setting, else the default for the mode."""
         if self.model_threads is not None:
@@ -158,11 +171,6 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     from serving.service import InferenceService
     from serving.versions import ModelRegistry, load_and_warm_up
 
-    if config.intra_op_threads or config.inter_op_threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
@@ -449,14 +457,15 @@ def _add_thread_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-threads",
         type=int,
         help="threads running the model, each taking one batch at a time; TensorFlow "
-        "spreads each call over the cores itself (default: "
+        "spreads each call over its intra-op threads (default: "
         f"{DEFAULT_BATCH_THREADS} with batching, one per core without)",
     )
     parser.add_argument(
         "--tf-intra-op-threads",
         type=int,
-        default=0,
-        help="threads one TensorFlow op may use (default 0: TensorFlow's choice)",
+        help="threads one TensorFlow op may use; 0: TensorFlow's choice, one per core "
+        "(default: one fewer than the cores, at least 1, leaving a core to the REST and "
+        "gRPC front end's event loop)",
     )
     parser.add_argument(
         "--tf-inter-op-threads",
@@ -546,6 +555,56 @@ def _model_config(model) -> ModelConfig:
     return ModelConfig(model.name, base_path, policy, dict(model.version_labels))
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, as ``taskset`` or a
+    container's cpuset sets it), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure_tensorflow_threads(config: ServerConfig) -> tuple[int, int]:
+    """Give TensorFlow the configured thread pools before the first model loads; the
+    intra-op and inter-op counts then in effect, as TensorFlow reports them (0: its
+    choice, one per core). The pools are process-wide and fixed once TensorFlow has
+    started, so this belongs to the process's entry point (``run_serve``); where
+    TensorFlow already runs, they stay as they are and a warning says so."""
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    pools = (
+        (
+            "intra-op",
+            config.tf_intra_op_threads,
+            threading.get_intra_op_parallelism_threads,
+            threading.set_intra_op_parallelism_threads,
+        ),
+        (
+            "inter-op",
+            config.inter_op_threads,
+            threading.get_inter_op_parallelism_threads,
+            threading.set_inter_op_parallelism_threads,
+        ),
+    )
+    for label, count, get, set_ in pools:
+        if get() == count:
+            continue
+        try:
+            set_(count)
+        except RuntimeError:  # "... cannot be modified after initialization"
+            logger.warning(
+                "TensorFlow already runs in this process: its %s threads stay %d, not %d",
+                label,
+                get(),
+                count,
+            )
+    return (
+        threading.get_intra_op_parallelism_threads(),
+        threading.get_inter_op_parallelism_threads(),
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.model_config_file:
         models = model_configs_from_file(args.model_config_file)
@@ -628,6 +687,11 @@ def run_serve(args: argparse.Namespace) -> int:
             f"serving model {model.name} from {model.base_path} "
             f"(policy {model.policy.kind}, labels {model.labels or 'none'})"
         )
+    intra, inter = configure_tensorflow_threads(config)
+    print(
+        f"TensorFlow threads: intra-op {intra or 'one per core'}, "
+        f"inter-op {inter or 'one per core'} (cores usable: {usable_cores()})"
+    )
     grpc_text = f", gRPC {config.host}:{config.grpc_port}" if config.grpc_port else ""
     print(f"REST http://{config.host}:{config.rest_port}{grpc_text}", flush=True)
     try:

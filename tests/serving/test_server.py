@@ -167,3 +167,54 @@ def test_well_formed_config_file(tmp_path):
         {"stable": 7},
     )
     assert (b.name, b.policy.kind, b.policy.num_latest) == ("b", "latest", 1)
+
+
+@pytest.mark.parametrize(
+    ("intra_op", "cores", "expected"),
+    [(None, 8, 7), (None, 2, 1), (None, 1, 1), (0, 8, 0), (3, 2, 3)],
+)
+def test_intra_op_threads_leave_a_core_to_the_event_loop(
+    monkeypatch, tmp_path, intra_op, cores, expected
+):
+    """Unset, TensorFlow gets one intra-op thread fewer than the cores the process may
+    use (at least one); 0 (TensorFlow's choice) and explicit counts are kept."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    config = ServerConfig(models=(ModelConfig("m", tmp_path),), intra_op_threads=intra_op)
+    assert config.tf_intra_op_threads == expected
+
+
+def started_server_line(tmp_path: Path, cpus: set[int], *args: str) -> str:
+    """The "TensorFlow threads: ..." line a server started on ``cpus`` prints once
+    TensorFlow has its pools (read back from TensorFlow), then the server is stopped."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--model-base-path", str(tmp_path),
+         "--rest-port", str(free_port()), "--grpc-port", str(free_port()), *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )  # fmt: skip
+    try:
+        for line in process.stdout:
+            if line.startswith("TensorFlow threads:"):
+                return line.strip()
+        pytest.fail(f"the server exited ({process.wait()}) without its TensorFlow line")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_server_gives_tensorflow_one_core_fewer(tmp_path):
+    """On two cores TensorFlow runs each op on one thread: the event loop has the other."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        pytest.skip("needs two CPUs")
+    line = started_server_line(tmp_path, set(available[:2]))
+    assert line == "TensorFlow threads: intra-op 1, inter-op one per core (cores usable: 2)"
+
+
+def test_explicit_tensorflow_threads_reach_tensorflow(tmp_path):
+    one_cpu = {min(os.sched_getaffinity(0))}
+    line = started_server_line(
+        tmp_path, one_cpu, "--tf-intra-op-threads", "0", "--tf-inter-op-threads", "3"
+    )
+    assert line == "TensorFlow threads: intra-op one per core, inter-op 3 (cores usable: 1)"
