@@ -49,6 +49,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, rewriter_config_pb2, saved_model_pb2
+from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving.errors import ServingError, invalid_argument
@@ -178,9 +179,11 @@ class _Session:
         config = self._config(mixed_precision)
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph, config=config)
-        with self._graph.as_default():
-            # Restores the variables and runs the main op (or legacy init op) with the
-            # asset paths of this directory.
+        # Restores the variables and runs the main op (or legacy init op) with the asset
+        # paths of this directory. TensorFlow marks this TF1 loader deprecated in favour
+        # of tf.saved_model.load, which cannot run a SavedModel as TF Serving does (see
+        # above): its warning would only tell the server's users to do the wrong thing.
+        with self._graph.as_default(), deprecation.silence():
             meta_graph = tf.compat.v1.saved_model.loader.load(
                 self._session, list(SERVING_TAGS), path
             )
@@ -230,9 +233,10 @@ class _Session:
                 for key in signature_defs[name].outputs
             }
         )
-        frozen_def = tf.compat.v1.graph_util.convert_variables_to_constants(
-            self._session, self._graph.as_graph_def(), outputs
-        )
+        with deprecation.silence():  # TF1 freezing, deliberately: see the loader above
+            frozen_def = tf.compat.v1.graph_util.convert_variables_to_constants(
+                self._session, self._graph.as_graph_def(), outputs
+            )
         graph = tf.Graph()
         with graph.as_default():
             tf.graph_util.import_graph_def(frozen_def, name="")

@@ -166,6 +166,9 @@ def test_the_server_serves_in_bfloat16_with_the_flag(tmp_path):
         assert np.abs(got - want).max() <= 0.02
         np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
         assert f"serving {MODEL_NAME} version 7 (frozen)" in server.log()
+        # The TF1 loader's deprecation notice (it says to use tf.saved_model.load, which
+        # cannot run a SavedModel as TF Serving does) is not passed on to the log.
+        assert "deprecated" not in server.log_path.read_text(errors="replace")
     finally:
         server.stop()
 
