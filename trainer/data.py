@@ -19,7 +19,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from trainer.tracing import exempt_tf_keras
 from trainer.transform import IMAGE_KEY, LABEL_KEY
+
+# The Transform layer mapped over the records is a tf_keras layer (trainer/tracing.py).
+exempt_tf_keras()
 
 _READ_BATCH = 2048
 

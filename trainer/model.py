@@ -16,6 +16,11 @@ import tf_keras as keras
 
 from trainer.layers import layer_scope
 from trainer.model_fn import IMAGE_KEY, ModeKeys, ModelFn, ModelFnSpec
+from trainer.tracing import exempt_tf_keras
+
+# Every train, test and predict step traces tf_keras code: leave it unconverted
+# (trainer/tracing.py).
+exempt_tf_keras()
 
 
 class ModelFnModel(keras.Model):
