@@ -153,10 +153,11 @@ class ServerConfig:
 
     @property
     def threads(self) -> int:
-        """How many model threads run: the setting, else the default for the mode."""
+        """How many model threads run: the setting, else the default for the mode
+        (without batching, one per core this process may run on)."""
         if self.model_threads is not None:
             return self.model_threads
-        return DEFAULT_BATCH_THREADS if self.batching.enabled else (os.cpu_count() or 1)
+        return DEFAULT_BATCH_THREADS if self.batching.enabled else usable_cores()
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:

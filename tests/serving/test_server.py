@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.batching import BatchingConfig
 from serving.server import ServerConfig, StartupError, model_configs_from_file, serve
 from serving.versions import ModelConfig
 from tests.serving_fixture import REPO, free_port
@@ -181,6 +182,26 @@ def test_intra_op_threads_leave_a_core_to_the_event_loop(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     config = ServerConfig(models=(ModelConfig("m", tmp_path),), intra_op_threads=intra_op)
     assert config.tf_intra_op_threads == expected
+
+
+@pytest.mark.parametrize(
+    ("batching", "model_threads", "expected"),
+    [(True, None, 1), (False, None, 2), (False, 3, 3), (True, 2, 2)],
+)
+def test_model_threads_default_follows_the_usable_cores(
+    monkeypatch, tmp_path, batching, model_threads, expected
+):
+    """Without batching one model thread per core the process may run on (2 of the
+    machine's 8 here, as taskset or a container's cpuset would allow), with batching
+    one; an explicit count is kept."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    config = ServerConfig(
+        models=(ModelConfig("m", tmp_path),),
+        batching=BatchingConfig(enabled=batching),
+        model_threads=model_threads,
+    )
+    assert config.threads == expected
 
 
 def started_server_line(tmp_path: Path, cpus: set[int], *args: str) -> str:
