@@ -143,7 +143,13 @@ def run_node(config: RunConfig, node_id: str, pipeline_run_id: str) -> None:
 
     connection = config.metadata_connection
     with exclusive_store(connection):
-        ir = _marked_for(_compiled(config), node_id, pipeline_run_id)
+        # Compiled as the local runner does: a served copy deleted since the last
+        # push makes the Pusher's task run it again (pipeline/served_copy.py).
+        from pipeline.local_runner import build_pipeline
+        from pipeline.served_copy import compile_for_run
+
+        ir = compile_for_run(build_pipeline(config, config.tfrecord_dir), connection)
+        ir = _marked_for(ir, node_id, pipeline_run_id)
         if node_id == "ExampleGen":
             prepare_data(config)
         logging.info(

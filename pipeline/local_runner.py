@@ -24,6 +24,7 @@ from pipeline.beam_runners import with_local_dependencies, without_prism_attempt
 from pipeline.config import RunConfig
 from pipeline.metadata_config import describe_metadata, exclusive_store
 from pipeline.pipeline import create_pipeline
+from pipeline.served_copy import compile_for_run
 from pipeline.settings import PipelinePaths, settings_from_config
 
 # ``written_by`` in a span's manifest: the commands that add spans on their own.
@@ -200,7 +201,9 @@ def run_local(config: RunConfig) -> None:
             describe_metadata(connection),
         )
         try:
-            LocalDagRunner().run(pipeline)
+            # As LocalDagRunner.run, but a served copy deleted since the last push
+            # makes the Pusher run again (pipeline/served_copy.py).
+            LocalDagRunner().run_with_ir(compile_for_run(pipeline, connection))
         except DataValidationError as error:
             # The validator knows artifacts, not where the user's data came from.
             raise DataValidationError(f"{data_root}: {error}") from None
