@@ -12,6 +12,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
+from ingest.convert import image_to_example
 from trainer.transform import IMAGE_KEY, LABEL_KEY, preprocessing_fn
 
 # What the pipeline's SchemaGen infers for ExampleGen's records.
@@ -36,3 +37,18 @@ def build_transform_output(
         raw_metadata, str(output_dir / tft.TFTransformOutput.RAW_METADATA_DIR)
     )
     return tft.TFTransformOutput(str(output_dir))
+
+
+def write_split_records(
+    root: Path, images: np.ndarray, labels: np.ndarray, splits: dict[str, range]
+) -> dict[str, list[str]]:
+    """Each split's rows of the fixture as one TFRecord file of ExampleGen-style
+    Examples under ``root``: {split: [path]}, the file patterns the trainer reads."""
+    files = {}
+    for name, rows in splits.items():
+        path = str(root / f"{name}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for i in rows:
+                writer.write(image_to_example(images[i], int(labels[i])).SerializeToString())
+        files[name] = [path]
+    return files

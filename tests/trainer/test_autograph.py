@@ -12,8 +12,7 @@ from tensorflow.python.autograph.core import config as autograph_config
 from tensorflow.python.autograph.impl import api as autograph_api
 from tensorflow.python.autograph.impl import conversion
 
-from ingest.convert import image_to_example
-from tests.transform_fixture import build_transform_output
+from tests.transform_fixture import build_transform_output, write_split_records
 from trainer import data, export, layers, model_fn, tracing, train  # noqa: F401 (data adds the rule)
 from trainer.hparams import HParams
 
@@ -84,14 +83,10 @@ def tiny_split(tmp_path_factory, mnist_train):
     """40 training and 20 validation fixture images as TFRecords, and a real Transform output."""
     images, labels = mnist_train
     root = tmp_path_factory.mktemp("tracing")
-    paths = []
-    for name, rows in (("train", range(40)), ("validation", range(40, 60))):
-        path = str(root / f"{name}.tfrecord")
-        with tf.io.TFRecordWriter(path) as writer:
-            for i in rows:
-                writer.write(image_to_example(images[i], int(labels[i])).SerializeToString())
-        paths.append([path])
-    return root, paths[0], paths[1], build_transform_output(root, images, labels)
+    files = write_split_records(
+        root, images, labels, {"train": range(40), "validation": range(40, 60)}
+    )
+    return root, files["train"], files["validation"], build_transform_output(root, images, labels)
 
 
 def test_train_and_export_convert_no_tf_keras_code(tiny_split, monkeypatch, caplog):

@@ -8,9 +8,8 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow.python.framework import config as tf_config
 
-from ingest.convert import image_to_example
 from ingest.datasets import get_dataset
-from tests.transform_fixture import build_transform_output
+from tests.transform_fixture import build_transform_output, write_split_records
 from trainer import train
 from trainer.export import SERVING_SIGNATURES, export_serving_model
 from trainer.hparams import HParams
@@ -84,14 +83,10 @@ def split_files(tmp_path_factory, mnist_train) -> tuple[list[str], list[str], ob
     real Transform output."""
     images, labels = mnist_train
     root = tmp_path_factory.mktemp("precision")
-    paths = []
-    for name, rows in (("train", range(60)), ("validation", range(60, 80))):
-        path = str(root / f"{name}.tfrecord")
-        with tf.io.TFRecordWriter(path) as writer:
-            for i in rows:
-                writer.write(image_to_example(images[i], int(labels[i])).SerializeToString())
-        paths.append([path])
-    return paths[0], paths[1], build_transform_output(root, images, labels)
+    files = write_split_records(
+        root, images, labels, {"train": range(60), "validation": range(60, 80)}
+    )
+    return files["train"], files["validation"], build_transform_output(root, images, labels)
 
 
 @pytest.fixture(scope="module")
