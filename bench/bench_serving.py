@@ -16,7 +16,10 @@ write a prebuilt ``POST .../mnist:predict`` request (the JSON row format, built
 once), then read the status line, headers and ``Content-Length`` body of the
 reply; a reply other than 200 fails the run, and the first reply of each
 connection must hold one prediction. gRPC clients share one ``grpc.aio`` channel
-and call ``PredictionService.Predict`` with a prebuilt ``PredictRequest``. The
+and call ``PredictionService.Predict`` with a prebuilt ``PredictRequest``, then a
+second time as the REST clients call (``grpc, bytes``): the request serialized once,
+sent as bytes, the reply's bytes not parsed (gRPC raises on a status other than OK;
+the first reply is parsed and must hold one prediction). The
 load generator shares the machine's cores with the server and the model, so its
 own CPU time per request is reported next to the server's.
 
@@ -260,9 +263,29 @@ async def run_load(args: argparse.Namespace) -> dict[str, dict]:
         if response.outputs["probabilities"].tensor_shape.dim[0].size != 1:
             raise RuntimeError("expected one prediction")
 
+    # The same call as the REST clients make theirs: the request serialized once, the
+    # reply's bytes left unparsed (gRPC raises on any status but OK) after a first
+    # reply checked in full. No serializers: the method takes and returns bytes.
+    request_bytes = predict.SerializeToString()
+    predict_bytes = channel.unary_unary(PREDICT_PATH)
+
+    async def grpc_bytes_call() -> None:
+        if not await predict_bytes(request_bytes, timeout=30):
+            raise RuntimeError("empty PredictResponse")
+
     try:
         results["grpc"] = await measure(
             [grpc_call] * most, args.requests, args.clients, args.seconds, server
+        )
+        from tensorflow_serving.apis import predict_pb2
+
+        first = predict_pb2.PredictResponse.FromString(
+            await predict_bytes(request_bytes, timeout=30)
+        )
+        if first.outputs["probabilities"].tensor_shape.dim[0].size != 1:
+            raise RuntimeError("expected one prediction")
+        results["grpc_bytes"] = await measure(
+            [grpc_bytes_call] * most, args.requests, args.clients, args.seconds, server
         )
     finally:
         await channel.close()
@@ -593,8 +616,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-API_LABELS = {"rest": "rest", "grpc": "grpc", "grpc_h2load": "grpc, h2load"}
-VERDICT_LABELS = {"rest": "REST", "grpc": "gRPC", "grpc_h2load": "gRPC with h2load"}
+API_LABELS = {
+    "rest": "rest",
+    "grpc": "grpc",
+    "grpc_bytes": "grpc, bytes",
+    "grpc_h2load": "grpc, h2load",
+}
+VERDICT_LABELS = {
+    "rest": "REST",
+    "grpc": "gRPC",
+    "grpc_bytes": "gRPC with prebuilt bytes",
+    "grpc_h2load": "gRPC with h2load",
+}
 
 
 def apis(rows: dict) -> list[str]:
@@ -611,7 +644,9 @@ def format_figures(figures: dict, clients: tuple[int, ...]) -> str:
         f"{figures['load_average_start']} at the start, {figures['load_average_end']} at the end",
         "load generator: one separate process per server, every client on one asyncio loop; "
         "REST: a keep-alive HTTP/1.1 connection per client with a prebuilt JSON request; "
-        "gRPC: grpc.aio, one channel; gRPC, h2load: nghttp2's C load generator, one "
+        "gRPC: grpc.aio, one channel, a PredictRequest message per call; gRPC, bytes: the "
+        "same channel, the request serialized once and the reply's bytes unparsed, as the "
+        "REST clients do; gRPC, h2load: nghttp2's C load generator, one "
         "connection with a stream per client, every reply checked against the server's "
         "count of Predict calls answered OK"
         + (" (h2load not installed: `make h2load`)" if figures.get("h2load_missing") else ""),

@@ -66,7 +66,7 @@ def test_load_generator_measures_rest_and_grpc(bench):
         ]
     )  # fmt: skip
     results = asyncio.run(bench.run_load(args))
-    for api in ("rest", "grpc"):
+    for api in ("rest", "grpc", "grpc_bytes"):
         assert_row_figures(results[api], (1, 4), positive_cpu="client")
     figures = table_figures(
         results, 3000.0, load="0.10 0.20 0.30", load_average_end="0.40 0.50 0.60"
@@ -77,7 +77,9 @@ def test_load_generator_measures_rest_and_grpc(bench):
         table
     )
     assert "target: REST single-image p50 <= 2x the direct call" in table
-    assert table.count("| batching on |") == 2 and table.count("| batching off |") == 2
+    assert table.count("| batching on |") == 3 and table.count("| batching off |") == 3
+    assert table.count("| grpc, bytes |") == 2
+    assert "; gRPC with prebuilt bytes " in table
     assert not any(math.isnan(v) for v in results["rest"].values())
 
 
