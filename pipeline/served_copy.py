@@ -9,7 +9,8 @@ nothing. That happens as soon as the deleted version was the only one, since the
 Evaluator then gets no baseline, as in the first run, and is cached too.
 
 ``compile_for_run`` compiles the pipeline as ``LocalDagRunner.run`` does and, when
-the newest push of this pipeline's Pusher is missing from where it was published,
+the newest push of this pipeline's Pusher is missing from where it was published (a
+local path or an ``s3://`` / ``gs://`` serving root),
 turns TFX's cache off for the Pusher node alone. The Pusher then runs: its model is
 no longer the newest served version, so it publishes it again as a new version,
 and the EvaluationReport after it records that push. With the served copy in
@@ -21,11 +22,11 @@ from __future__ import annotations
 import logging
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx.dsl.io import fileio
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto.orchestration import pipeline_pb2
 
 from pipeline.metadata_config import sqlite_path
+from serving import object_store
 
 PUSHER_NODE = "Pusher"
 _FINISHED = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
@@ -61,11 +62,25 @@ def newest_push_destination(
 def missing_served_copy(
     connection: metadata_store_pb2.ConnectionConfig, pipeline_name: str
 ) -> str | None:
-    """The newest push's destination when it no longer exists, else None."""
+    """The newest push's destination when its ``saved_model.pb`` (the file the Pusher
+    publishes last, on a local disk or an object store) is gone, else None. A store
+    that cannot be asked (unreachable, no credentials) leaves the cache as it is, with
+    a warning: the check must not fail a run that TFX would answer from its cache."""
     destination = newest_push_destination(connection, pipeline_name)
-    if destination and not fileio.exists(destination):
-        return destination
-    return None
+    if not destination:
+        return None
+    try:
+        present = object_store.exists(object_store.join(destination, "saved_model.pb"))
+    except OSError as error:  # ObjectStoreError included
+        logging.warning(
+            "%s: cannot tell whether the newest push, %s, is still there (%s); "
+            "TFX's cache decides for the Pusher",
+            pipeline_name,
+            destination,
+            error,
+        )
+        return None
+    return None if present else destination
 
 
 def disable_cache(ir: pipeline_pb2.Pipeline, node_id: str) -> None:

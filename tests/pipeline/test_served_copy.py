@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from pipeline.metadata_config import metadata_connection_config
 from pipeline.served_copy import PUSHER_NODE, disable_cache, missing_served_copy
 from serving.publish import list_versions
 from tests.pipeline_fixture import fail_text, pipeline_args, run_cli
+from tests.serving_fixture import free_port
 
 RESOLVERS = ("served_model_data_resolver", "served_model_resolver")
 
@@ -89,13 +92,13 @@ def test_disable_cache_names_an_unknown_node():
         disable_cache(ir, "Trainer")
 
 
-def test_an_unblessed_newest_push_needs_no_copy(tmp_path):
-    """A Pusher execution that pushed nothing (model not blessed) leaves nothing to
-    check, whatever the destination it names."""
+def _store_with_pushes(path: Path, pushes: list[tuple[int, str]]):
+    """A SQLite ML Metadata store holding, for pipeline ``p``, one finished Pusher
+    execution per (pushed, destination), oldest first; its ConnectionConfig."""
     from ml_metadata import metadata_store
     from tfx.types import standard_artifacts
 
-    connection = metadata_connection_config(tmp_path / "m.sqlite")
+    connection = metadata_connection_config(path)
     store = metadata_store.MetadataStore(connection)
     node_type = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
     [context_id] = store.put_contexts(
@@ -104,15 +107,66 @@ def test_an_unblessed_newest_push_needs_no_copy(tmp_path):
     [context] = store.get_contexts_by_id([context_id])
     artifact_type = store.put_artifact_type(standard_artifacts.PushedModel().artifact_type)
     execution_type = store.put_execution_type(metadata_store_pb2.ExecutionType(name="Pusher"))
-    for pushed in (1, 0):
-        artifact = metadata_store_pb2.Artifact(type_id=artifact_type, uri=str(tmp_path / "a"))
+    for pushed, destination in pushes:
+        artifact = metadata_store_pb2.Artifact(type_id=artifact_type, uri=str(path) + ".a")
         artifact.custom_properties["pushed"].int_value = pushed
-        artifact.custom_properties["pushed_destination"].string_value = str(tmp_path / "gone")
+        artifact.custom_properties["pushed_destination"].string_value = destination
         execution = metadata_store_pb2.Execution(
             type_id=execution_type, last_known_state=metadata_store_pb2.Execution.COMPLETE
         )
         event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)
         event.path.steps.add().key = "pushed_model"
         store.put_execution(execution, [(artifact, event)], [context])
-        expected = str(tmp_path / "gone") if pushed else None
-        assert missing_served_copy(connection, "p") == expected
+    return connection
+
+
+def test_only_the_newest_blessed_push_is_checked(tmp_path):
+    """A Pusher execution that pushed nothing (model not blessed) leaves nothing to
+    check; a version without its saved_model.pb counts as gone."""
+    gone = str(tmp_path / "serving" / "7")
+    assert missing_served_copy(_store_with_pushes(tmp_path / "a.sqlite", [(1, gone)]), "p") == gone
+    unblessed = _store_with_pushes(tmp_path / "b.sqlite", [(1, gone), (0, gone)])
+    assert missing_served_copy(unblessed, "p") is None
+    (tmp_path / "serving" / "7").mkdir(parents=True)
+    assert missing_served_copy(_store_with_pushes(tmp_path / "c.sqlite", [(1, gone)]), "p") == gone
+    (tmp_path / "serving" / "7" / "saved_model.pb").write_bytes(b"")
+    assert missing_served_copy(_store_with_pushes(tmp_path / "d.sqlite", [(1, gone)]), "p") is None
+
+
+CHECK = """
+import sys
+from pipeline.metadata_config import metadata_connection_config
+from pipeline.served_copy import missing_served_copy
+print("missing:", missing_served_copy(metadata_connection_config(sys.argv[1]), "p"), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_push_to_s3_is_checked_on_the_object_store(tmp_path):
+    """On a real S3 endpoint (moto): present, then deleted; with the endpoint down the
+    cache is left as it is, with a warning naming the push."""
+    from tests.s3_fixture import S3Server
+
+    with S3Server(tmp_path) as s3:
+        destination = s3.url("mnist", "1795000000")
+        metadata = tmp_path / "m.sqlite"
+        _store_with_pushes(metadata, [(1, destination)])
+        s3.client().put_object(
+            Bucket=s3.bucket, Key="mnist/1795000000/saved_model.pb", Body=b"graph"
+        )
+
+        def check(env) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-c", CHECK, str(metadata)],
+                env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+
+        present = check(s3.env())
+        assert present.stdout.splitlines()[-1] == "missing: None", present.stderr[-2000:]
+        s3.client().delete_object(Bucket=s3.bucket, Key="mnist/1795000000/saved_model.pb")
+        deleted = check(s3.env())
+        assert deleted.stdout.splitlines()[-1] == f"missing: {destination}", deleted.stderr[-2000:]
+        env = s3.env()
+    down = check({**env, "S3_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    assert down.stdout.splitlines()[-1] == "missing: None", down.stderr[-2000:]
+    assert f"cannot tell whether the newest push, {destination}, is still there" in down.stderr
